@@ -1,0 +1,148 @@
+"""CPU compositor backend: applies every :class:`~realtime.types.WarpJob` of a frame with
+OpenCV ``remap`` and NumPy.
+
+For each job, over the frame box its crop covers::
+
+    (u, v)      = A^-1 (x, y)                   # frame pixel -> crop pixel (A = crop_to_frame)
+    f           = bilinear(flow, (u, v))        # flow upsampled to frame resolution
+    warped      = bilinear(input, A (u + f_x, v + f_y))   # backward warp, border replicated
+    warped     *= lightness(u, v)               # DeepWarp lightness correction
+    warped      = (1 - w) warped + w colour     # LCM palette mix, w = weights(u, v)
+    warped      = a warped + (1 - a) color      # GANimation blend, a = attention(u, v)
+    out(x, y)   = alpha(u, v) warped + (1 - alpha(u, v)) out(x, y)
+
+Crop-space fields outside the crop read as 0 (so ``alpha`` is 0 there). All jobs sample the
+*input* frame; they are blended onto the output in list order. Frame pixels outside every
+job's box, and inside it where ``alpha`` is 0, keep their exact input bytes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from realtime.types import WarpJob
+
+
+def _inverse_affine(a: np.ndarray) -> np.ndarray:
+    m = np.vstack([a, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(m)[:2]
+
+
+def _crop_coords(job: WarpJob, box) -> tuple:
+    """Crop coordinates ``(u, v)`` (float32, box-shaped) of every frame pixel in ``box``."""
+    x0, y0, x1, y1 = box
+    inv = _inverse_affine(job.crop_to_frame)
+    xs = np.arange(x0, x1, dtype=np.float32)
+    ys = np.arange(y0, y1, dtype=np.float32)
+    # u = i00 x + i01 y + i02 ; separable sums keep this cheap.
+    u = (inv[0, 0] * xs)[None, :] + (inv[0, 1] * ys + inv[0, 2])[:, None]
+    v = (inv[1, 0] * xs)[None, :] + (inv[1, 1] * ys + inv[1, 2])[:, None]
+    return u.astype(np.float32), v.astype(np.float32)
+
+
+def _sample(field: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear sample of a crop-space field at (u, v); 0 outside the crop (constant border)."""
+    return cv2.remap(np.ascontiguousarray(field, dtype=np.float32), u, v, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _sample_clamped(field: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear sample with the crop border replicated (used for fields that must not fade
+    toward 0 at the crop edge, e.g. the flow)."""
+    return cv2.remap(np.ascontiguousarray(field, dtype=np.float32), u, v, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def _support_bbox(job: WarpJob, frame_shape):
+    """``WarpJob.frame_bbox`` shrunk to the part of the crop where ``alpha > 0`` (plus one crop
+    pixel, for the bilinear footprint); ``None`` when empty. Pixels outside it get alpha 0 from
+    bilinear sampling, so skipping them changes nothing."""
+    box = job.frame_bbox(frame_shape)
+    nz = np.nonzero(job.alpha > 0)
+    if box is None or nz[0].size == 0:
+        return None
+    # Not clamped to the crop: with alpha > 0 on the crop's edge row, bilinear sampling with the
+    # zero border gives alpha > 0 up to one crop pixel beyond it, and frame_bbox keeps half of
+    # that; the intersection below keeps exactly the frame_bbox contract.
+    v0, v1 = nz[0].min() - 1, nz[0].max() + 1
+    u0, u1 = nz[1].min() - 1, nz[1].max() + 1
+    corners = np.array([[u0, v0, 1], [u1, v0, 1], [u0, v1, 1], [u1, v1, 1]], np.float64)
+    pts = corners @ job.crop_to_frame.T
+    x0 = max(int(np.floor(pts[:, 0].min())), box[0])
+    y0 = max(int(np.floor(pts[:, 1].min())), box[1])
+    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, box[2])
+    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, box[3])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+class CpuCompositor:
+    """OpenCV/NumPy compositor (the default backend without a GPU).
+
+    ``composite(frame, jobs)`` returns a new ``H x W x 3`` ``uint8`` BGR image and leaves the
+    input untouched; with ``inplace=True`` it writes into ``frame`` instead (no full-frame
+    copy: the pipeline owns its frames). With no jobs the input array itself is returned.
+
+    All jobs are warped from the unmodified input first and blended afterwards, in list order,
+    so writing in place never lets one job sample another's output.
+    """
+
+    name = "cpu"
+
+    def composite(self, frame: np.ndarray, jobs: Sequence[WarpJob], inplace: bool = False
+                  ) -> np.ndarray:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
+        if not jobs:
+            return frame
+        warped = [w for w in (self._warp(frame, job) for job in jobs) if w is not None]
+        out = frame if inplace else frame.copy()
+        for (x0, y0, x1, y1), result, alpha in warped:
+            region = out[y0:y1, x0:x1]
+            if result.dtype == np.uint8:
+                # dst = (alpha * result + (1 - alpha) * region) / 1, rounded; alpha == 0 keeps
+                # the region's exact bytes.
+                region[...] = cv2.blendLinear(result, region, alpha, 1.0 - alpha)
+            else:
+                a3 = alpha[..., None]
+                blended = a3 * result + (1.0 - a3) * region.astype(np.float32)
+                region[...] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        return out
+
+    @staticmethod
+    def _warp(src: np.ndarray, job: WarpJob):
+        """``(box, warped, alpha)`` for one job over its frame box, or ``None`` when it touches
+        no pixel. ``warped`` is uint8 when no colour correction applies, else float32."""
+        box = _support_bbox(job, src.shape)
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        u, v = _crop_coords(job, box)
+        alpha = np.clip(_sample(job.alpha, u, v), 0.0, 1.0)
+        if not alpha.any():
+            return None
+        flow = _sample_clamped(job.flow, u, v)
+        a = job.crop_to_frame
+        # A (u + f) = (x, y) + A_lin f: source position = frame pixel + flow mapped to frame.
+        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        mx = xs + (a[0, 0] * flow[..., 0] + a[0, 1] * flow[..., 1]).astype(np.float32)
+        my = ys + (a[1, 0] * flow[..., 0] + a[1, 1] * flow[..., 1]).astype(np.float32)
+        warped = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if job.lightness is None and job.palette_mix is None and job.color is None:
+            return box, warped, alpha
+        warped = warped.astype(np.float32)
+        if job.lightness is not None:
+            warped *= _sample_clamped(job.lightness, u, v)[..., None]
+        if job.palette_mix is not None:
+            wts, colour = job.palette_mix
+            w = _sample(wts, u, v)[..., None]
+            warped = warped * (1.0 - w) + w * np.asarray(colour, np.float32)
+        if job.color is not None:
+            att = _sample_clamped(job.attention, u, v)[..., None]
+            col = _sample_clamped(job.color, u, v)
+            warped = att * warped + (1.0 - att) * col
+        return box, warped, alpha

@@ -1,0 +1,123 @@
+"""Command line: ``warpcam`` / ``python run.py``.
+
+Exit status: 0 on success, 2 on a usage or device error (one-line reason on stderr), 130 when
+interrupted with Ctrl-C (a file being written is removed).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="warpcam",
+        description="Realtime gaze correction and smile control for a webcam or a video file. "
+                    "Angles in degrees: pitch positive = up, yaw positive = toward the subject's "
+                    "left.")
+    p.add_argument("--input", default="0",
+                   help="webcam index, video file, image file or folder of images (default: 0)")
+    p.add_argument("--output", default=None,
+                   help="video file (.mp4/.mov/.mkv/.avi), image file or folder, or 'null'; "
+                        "default: the virtual camera")
+    p.add_argument("--preview", action="store_true", help="show a preview window with a HUD "
+                   "(keys: g toggles gaze, [ and ] change the smile, q quits)")
+    p.add_argument("--gaze-pitch", type=float, default=0.0, metavar="DEG",
+                   help="fixed gaze redirection up (+) or down (-), degrees")
+    p.add_argument("--gaze-yaw", type=float, default=0.0, metavar="DEG",
+                   help="fixed gaze redirection toward the subject's left (+), degrees")
+    p.add_argument("--eye-contact", action=argparse.BooleanOptionalAction, default=None,
+                   help="redirect the gaze toward the camera (default: on for a webcam, off "
+                        "for files and images)")
+    p.add_argument("--camera-offset-cm", type=float, default=3.0, metavar="CM",
+                   help="camera height above the screen centre, for --eye-contact (default 3)")
+    p.add_argument("--smile", type=float, default=0.0, metavar="S",
+                   help="smile strength in [-1, 1]: + lifts the mouth corners (AU12), - lowers "
+                        "them (AU15)")
+    p.add_argument("--max-faces", type=int, default=1, metavar="N",
+                   help="most faces edited per frame (default 1)")
+    p.add_argument("--backend", choices=("auto", "cpu", "torch", "cuda"), default="auto",
+                   help="compositor backend (default auto: cuda with a GPU, else cpu)")
+    p.add_argument("--width", type=int, default=1280, help="webcam capture width")
+    p.add_argument("--height", type=int, default=720, help="webcam capture height")
+    p.add_argument("--fps", type=float, default=30.0, help="webcam capture frame rate")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    return p
+
+
+def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    import math
+    for name in ("gaze_pitch", "gaze_yaw", "camera_offset_cm", "smile"):
+        if not math.isfinite(getattr(a, name)):
+            p.error(f"--{name.replace('_', '-')} must be a finite number")
+    if not -1.0 <= a.smile <= 1.0:
+        p.error(f"--smile must be in [-1, 1], got {a.smile}")
+    if abs(a.gaze_pitch) > 30 or abs(a.gaze_yaw) > 30:
+        p.error("--gaze-pitch and --gaze-yaw must be within +-30 degrees")
+    if a.max_faces < 1:
+        p.error(f"--max-faces must be >= 1, got {a.max_faces}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _validate(parser, args)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="warpcam: %(message)s")
+
+    from kernels import BackendError, get_compositor
+    from realtime.gaze import GazeSettings
+    from realtime.pipeline import EffectSettings, Pipeline
+    from realtime.sinks import SinkError, open_sink
+    from realtime.smile import SmileSettings
+    from realtime.sources import ImageSource, SourceError, open_source
+    from realtime.tracker import FaceTracker
+
+    def fail(msg: str) -> int:
+        print(f"warpcam: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+    try:
+        compositor = get_compositor(args.backend)
+    except BackendError as exc:
+        return fail(str(exc))
+    try:
+        source = open_source(args.input, width=args.width, height=args.height, fps=args.fps)
+    except SourceError as exc:
+        return fail(str(exc))
+    with source:
+        eye_contact = args.eye_contact if args.eye_contact is not None else source.is_live
+        settings = EffectSettings(
+            gaze=GazeSettings(pitch_deg=args.gaze_pitch, yaw_deg=args.gaze_yaw,
+                              eye_contact=eye_contact, camera_offset_cm=args.camera_offset_cm),
+            smile=SmileSettings(args.smile))
+        try:
+            sink = open_sink(args.output, source=source, preview=args.preview)
+        except SinkError as exc:
+            return fail(str(exc))
+        tracker = FaceTracker(max_faces=args.max_faces,
+                              static_images=isinstance(source, ImageSource))
+        pipeline = Pipeline(tracker, compositor, settings, inplace=True)
+        try:
+            stats = pipeline.run(source, sink, progress=not args.quiet)
+        except (SourceError, SinkError) as exc:
+            return fail(str(exc))
+        except KeyboardInterrupt:
+            print("warpcam: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            tracker.close()
+    if not args.quiet:
+        st = stats["stages"]
+        parts = [f"{k} {v['p50_ms']:.1f}" for k, v in st.items()
+                 if k in ("tracking", "effects", "composite", "output", "total")]
+        print(f"warpcam: {stats['frames']} frames, p50 ms: " + ", ".join(parts), file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

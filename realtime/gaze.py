@@ -1,0 +1,406 @@
+"""Landmark-driven gaze correction: moves the iris and pupil inside the eye opening by a gaze
+change in degrees, with a backward-warp flow field; no trained weights.
+
+Method (our construction, following the problem statement of DeepWarp, Ganin et al. ECCV 2016,
+Sec. 3, with geometry instead of a learned flow):
+
+1. **ROI** per eye, DeepWarp's crop (Sec. 4, and BlueWinters/DeepWarp ``process_one_eye``):
+   centred on the eye contour, twice the corner-to-corner width, height 0.8 of the width,
+   rotated with the eye axis so the crop's x axis runs along the corners.
+2. **Degrees to pixels** with an eyeball model scaled by the iris: the human iris is about
+   11.7 mm across and the eyeball radius about 12 mm, so a rotation by ``delta`` moves the iris
+   centre by ``R sin(delta)`` with ``R = 12 / 11.7 * iris_diameter_px``.
+3. **Flow**: with ``d`` the wanted iris displacement and ``c`` the iris centre (crop pixels),
+   ``flow(p) = -d * W(p)`` (backward warp: ``out(p) = in(p - d W(p))``). ``W`` is 1 on the
+   displaced iris disc and falls smoothly to 0 on the eyelid margins: sharply on the lid the
+   iris moves toward (it slides under the lid) and over more than ``3 |d|`` on the other side,
+   so the sclera ahead of the iris is compressed and behind it stretched, and the map stays
+   one-to-one (Jacobian determinant ``1 - d . grad W > 0``). Eyelids and skin have ``W = 0``.
+4. **Revealed sclera**: where the output would show iris stretched out of an iris that touched
+   the trailing lid, the LCM palette mix (DeepWarp Sec. 3.2) blends toward the sclera colour
+   measured on that eye.
+5. **Fades** scale ``d`` (never the alpha, which would paint a ghost iris): by eye openness (a
+   blink stays a blink), head turn and gaze offset (full below 10 deg, none beyond 35 deg, as
+   NVIDIA Maxine Eye Contact's defaults), and iris reliability.
+
+Angles: pitch positive = up, yaw positive = toward the subject's left (image +x).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from realtime import landmarks as lm
+from realtime.geometry import (central_diff, flow_jacobian_det, pixel_grid, polygon_mask,
+                               roi_affine, smoothstep, to_crop)
+from realtime.smoothing import OneEuroFilter
+from realtime.types import Face, WarpJob
+
+IRIS_DIAMETER_MM = 11.7
+EYEBALL_RADIUS_MM = 12.0
+#: Eyeball radius in units of the visible iris diameter.
+EYEBALL_PER_IRIS = EYEBALL_RADIUS_MM / IRIS_DIAMETER_MM
+
+
+def fade_between(value: float, full_below: float, none_beyond: float) -> float:
+    """1 below ``full_below``, 0 beyond ``none_beyond``, smooth in between."""
+    if none_beyond <= full_below:
+        return 1.0 if value <= full_below else 0.0
+    return float(1.0 - smoothstep((value - full_below) / (none_beyond - full_below)))
+
+
+def gaze_shift_px(delta_pitch_deg: float, delta_yaw_deg: float, iris_diameter_px: float,
+                  pitch0_deg: float = 0.0, yaw0_deg: float = 0.0) -> np.ndarray:
+    """Iris-centre displacement ``(dx, dy)`` in pixels for a gaze change, by the eyeball model.
+
+    Args:
+        delta_pitch_deg, delta_yaw_deg: gaze change (pitch up positive, yaw toward the subject's
+            left = image +x positive).
+        iris_diameter_px: visible iris diameter in the same pixels as the result.
+        pitch0_deg, yaw0_deg: the eye's current rotation in the head (0 = straight ahead).
+
+    Returns:
+        ``(dx, dy)`` float64; ``dy < 0`` for an upward change (y points down).
+    """
+    r = EYEBALL_PER_IRIS * iris_diameter_px
+    dx = r * (math.sin(math.radians(yaw0_deg + delta_yaw_deg)) - math.sin(math.radians(yaw0_deg)))
+    dy = -r * (math.sin(math.radians(pitch0_deg + delta_pitch_deg))
+               - math.sin(math.radians(pitch0_deg)))
+    return np.array([dx, dy])
+
+
+def _chain_y(chain: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """y of a lid chain (``N x 2``, any x order) at crop columns ``u`` (linear, clamped)."""
+    order = np.argsort(chain[:, 0])
+    return np.interp(u, chain[order, 0], chain[order, 1])
+
+
+def iris_shift_flow(h: int, w: int, upper: np.ndarray, lower: np.ndarray, iris_centre,
+                    iris_radius: float, shift, lid_follow=(0.0, 0.0), min_det: float = 0.1,
+                    ) -> "EyeWarp":
+    """Backward-warp flow that moves the iris by ``shift`` inside an eye opening.
+
+    Convention block: all inputs and outputs are in crop pixels of an ``h x w`` crop whose x
+    axis runs along the eye (corner to corner), y down, pixel centres at integers;
+    ``out(p) = in(p + flow(p))``.
+
+    Args:
+        h, w: crop size.
+        upper, lower: ``N x 2`` upper and lower lid margins, each from one eye corner to the
+            other (the eye opening lies between them).
+        iris_centre: ``(x, y)`` iris centre in the input.
+        iris_radius: iris radius (> 0).
+        shift: ``(dx, dy)`` wanted displacement of the iris.
+        lid_follow: ``(upper, lower)`` fractions of the vertical shift by which the lids follow
+            the iris (lids rise when the eye looks up: the upper lid almost fully, the lower
+            lid a little); the skin beyond each lid moves with it, fading out toward the brow
+            or cheek, and the eye corners stay fixed.
+
+        min_det: the warp is one-to-one with margin: where the lid and iris falloffs of a
+            narrow eye would make the Jacobian determinant of ``p -> p + flow(p)`` drop to
+            ``min_det`` or below, the shift is scaled down (by 0.75 at a time) until it holds.
+
+    Returns:
+        :class:`EyeWarp` with ``flow`` (h x w x 2 float32), ``reveal`` (h x w float32 in
+        [0, 1]: output pixels outside the moved iris that would show iris stretched out of the
+        input, i.e. revealed sclera for the LCM palette), ``mask`` (the output's eye opening)
+        and ``shift`` (the shift achieved). The flow is 0 outside the opening and the lid skin
+        bands beside it.
+
+    Raises:
+        ValueError: ``iris_radius <= 0`` or a non-finite input.
+    """
+    shift = np.asarray(shift, np.float64)
+    c = np.asarray(iris_centre, np.float64)
+    upper = np.asarray(upper, np.float64)
+    lower = np.asarray(lower, np.float64)
+    if not (iris_radius > 0 and np.isfinite(shift).all() and np.isfinite(c).all()
+            and np.isfinite(upper).all() and np.isfinite(lower).all()):
+        raise ValueError(f"bad iris geometry: radius={iris_radius}, centre={c}, shift={shift}")
+    for _ in range(8):
+        flow, reveal, mask = _iris_shift_flow(h, w, upper, lower, c, iris_radius, shift,
+                                              lid_follow)
+        if flow_jacobian_det(flow).min() > min_det:
+            return EyeWarp(flow, reveal, mask, shift)
+        shift = shift * 0.75
+    zero = np.zeros((h, w, 2), np.float32)
+    return EyeWarp(zero, np.zeros((h, w), np.float32), mask, np.zeros(2))
+
+
+@dataclass
+class EyeWarp:
+    """Result of :func:`iris_shift_flow` (crop pixels)."""
+
+    flow: np.ndarray
+    reveal: np.ndarray
+    mask: np.ndarray
+    shift: np.ndarray
+
+
+def _iris_shift_flow(h, w, upper, lower, c, iris_radius, shift, lid_follow):
+    L = float(np.hypot(*shift))
+    # Upper lid lift, largest mid-lid, none at the corners.
+    u_lo, u_hi = min(upper[0, 0], upper[-1, 0]), max(upper[0, 0], upper[-1, 0])
+    span = max(u_hi - u_lo, 1e-6)
+
+    def lid_profile(u):
+        return np.sin(np.pi * np.clip((u - u_lo) / span, 0.0, 1.0))
+
+    lift_up = float(lid_follow[0]) * shift[1]
+    lift_lo = float(lid_follow[1]) * shift[1]
+    upper_out = upper.copy()
+    upper_out[:, 1] += lift_up * lid_profile(upper[:, 0])
+    lower_out = lower.copy()
+    lower_out[:, 1] += lift_lo * lid_profile(lower[:, 0])
+    opening = np.concatenate([upper_out, lower_out[-2:0:-1]], axis=0)
+    mask = polygon_mask(opening, h, w)
+    zero = np.zeros((h, w, 2), np.float32)
+    if L < 1e-3 or mask.max() <= 0:
+        return zero, np.zeros((h, w), np.float32), mask
+    dhat = shift / L
+    inside = (mask > 0.5).astype(np.uint8)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3) - 0.5
+    gx, gy = central_diff(dist)
+    gn = np.hypot(gx, gy) + 1e-6
+    # n . d_hat > 0 where the nearest lid lies behind the iris's motion (trailing side). There
+    # the lid weight ramps up linearly over 1.15 |d|: just wider than the gap the moved iris
+    # leaves, so the whole moved iris keeps W = 1 while d . grad W stays below 0.87 (det > 0.13).
+    # On the leading side it ramps over one pixel: the iris slides under that lid.
+    trailing = np.clip((gx * dhat[0] + gy * dhat[1]) / gn, 0.0, 1.0)
+    # The nearest-lid direction flips across the opening's medial axis; blur it so the band
+    # width (and with it the slope of the lid weight) varies slowly.
+    trailing = cv2.GaussianBlur(trailing, (0, 0), 1.5)
+    band = 1.0 + max(1.15 * L - 0.5, 0.0) * trailing
+    m_lid = np.clip(np.maximum(dist, 0.0) / band, 0.0, 1.0) * (inside > 0)
+
+    xs, ys = pixel_grid(h, w)
+    c_new = c + shift
+    rho = np.hypot(xs - c_new[0], ys - c_new[1])
+    r_in = 1.15 * iris_radius
+    band_i = max(4.0 * L, 0.8 * iris_radius)
+    w_iris = 1.0 - smoothstep((rho - r_in) / band_i)
+    # min, not product: the slope of W along d is then the larger of the two slopes, not their
+    # sum, so the two falloffs cannot add up to a fold where they meet.
+    W = np.minimum(w_iris, m_lid)
+    fx = shift[0] * W
+    fy = shift[1] * W
+    if abs(lift_up) > 1e-3 or abs(lift_lo) > 1e-3:
+        u = xs[0]
+        y_up = _chain_y(upper_out, u)[None, :]
+        y_lo = _chain_y(lower_out, u)[None, :]
+        prof = lid_profile(u)[None, :]
+        # Inside the opening the eyeball surface moves with the lids (the upper lid's lift at
+        # the upper lid, the lower lid's at the lower one). Beyond each lid its skin moves,
+        # fading out over a band toward the brow or the cheek.
+        u_in = np.clip((y_lo - ys) / np.maximum(y_lo - y_up, 1e-3), 0.0, 1.0)
+        band_up = max(3.0 * abs(lift_up), 0.35 * span)
+        band_lo = max(3.0 * abs(lift_lo), 0.3 * span)
+        above = lift_up * (1.0 - smoothstep((y_up - ys) / band_up))
+        below = lift_lo * (1.0 - smoothstep((ys - y_lo) / band_lo))
+        within = (lift_lo + (lift_up - lift_lo) * u_in) * (inside > 0)
+        lid_field = np.where(ys < y_up, above, np.where(ys > y_lo, below, within)) * prof
+        fy = fy + lid_field * (1.0 - W)
+    flow = np.empty((h, w, 2), np.float32)
+    flow[..., 0] = -fx
+    flow[..., 1] = -fy
+    qx = xs + flow[..., 0]
+    qy = ys + flow[..., 1]
+    in_iris = smoothstep((0.95 * iris_radius - np.hypot(qx - c[0], qy - c[1])) / 1.0)
+    out_new = smoothstep((rho - 1.0 * iris_radius) / 1.0)
+    reveal = (in_iris * out_new * mask).astype(np.float32)
+    return flow, reveal, mask
+
+
+def sclera_colour(image: np.ndarray, crop_to_frame: np.ndarray, size, mask: np.ndarray,
+                  iris_centre, iris_radius: float) -> Optional[np.ndarray]:
+    """Median BGR of the brighter half of the visible sclera (opening minus the iris disc), or
+    ``None`` when fewer than 6 sclera pixels are visible. Reads the frame, never writes it."""
+    h, w = size
+    crop = cv2.warpAffine(image, crop_to_frame, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+    ys, xs = np.mgrid[0:h, 0:w]
+    away = np.hypot(xs - iris_centre[0], ys - iris_centre[1]) > 1.3 * iris_radius
+    sel = (mask > 0.9) & away
+    px = crop[sel]
+    if len(px) < 6:
+        return None
+    lum = px.astype(np.int32).sum(axis=1)
+    bright = px[lum >= np.median(lum)]
+    return np.median(bright, axis=0).astype(np.float32)
+
+
+@dataclass
+class GazeSettings:
+    """What the gaze effect does.
+
+    Attributes:
+        pitch_deg, yaw_deg: fixed redirection (pitch up positive, yaw toward the subject's left).
+        eye_contact: redirect toward the camera instead (adds to any fixed redirection).
+        camera_offset_cm: camera height above the screen centre, for eye contact.
+        fov_deg: the camera's horizontal field of view, for the viewing distance.
+        full_below_deg, none_beyond_deg: head-turn and gaze-offset fade.
+        lid_follow: ``(upper, lower)``: how much each lid follows a vertical gaze change
+            (0 = lids fixed). The upper lid follows the eye almost one to one in vertical gaze
+            (lid-eye coordination); the lower lid much less.
+        enabled: master switch (the preview's ``g`` key).
+    """
+
+    pitch_deg: float = 0.0
+    yaw_deg: float = 0.0
+    eye_contact: bool = False
+    camera_offset_cm: float = 3.0
+    fov_deg: float = 60.0
+    full_below_deg: float = 10.0
+    none_beyond_deg: float = 35.0
+    lid_follow: tuple = (1.0, 0.35)
+    enabled: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and (self.eye_contact or abs(self.pitch_deg) > 1e-6
+                                 or abs(self.yaw_deg) > 1e-6)
+
+
+class _EyeContactState:
+    """Per-track gaze estimate for eye contact: smoothed harder than the iris (DESIGN.md), and
+    a slowly adapting bias that assumes the person mostly looks at the screen centre."""
+
+    def __init__(self):
+        self.filter = OneEuroFilter(min_cutoff=0.4, beta=0.01, d_cutoff=1.0)
+        self.bias: Optional[np.ndarray] = None
+        self.t: Optional[float] = None
+
+
+class GazeCorrector:
+    """Turns tracked faces into eye :class:`~realtime.types.WarpJob` s.
+
+    ``jobs(image, faces, t)``: ``image`` is the ``H x W x 3`` uint8 BGR frame (read only, for the
+    sclera colour), ``faces`` from :class:`~realtime.tracker.FaceTracker`, ``t`` in seconds.
+    Each job's ``meta`` holds ``iris_shift_px`` (the frame-pixel displacement asked for, after
+    fades), ``fade`` and the requested ``delta_deg``.
+    """
+
+    def __init__(self, settings: GazeSettings):
+        self.settings = settings
+        self._contact: Dict[int, _EyeContactState] = {}
+
+    # -- eye contact -------------------------------------------------------------------------
+    def _eye_contact_delta(self, face: Face, shape, t: float) -> Tuple[np.ndarray, float]:
+        """Gaze change (pitch, yaw) toward the camera and the gaze-offset fade."""
+        s = self.settings
+        H, W = shape[:2]
+        f_px = 0.5 * W / math.tan(math.radians(s.fov_deg) / 2.0)
+        pts = face.landmarks
+        iris_d = float(np.mean(face.iris_diameter_px))
+        if iris_d <= 1:
+            return np.zeros(2), 0.0
+        z_mm = f_px * IRIS_DIAMETER_MM / iris_d
+        eye_mid = 0.5 * (pts[lm.RIGHT_IRIS[0]] + pts[lm.LEFT_IRIS[0]])
+        ex = (eye_mid[0] - (W - 1) / 2.0) * z_mm / f_px
+        ey = (eye_mid[1] - (H - 1) / 2.0) * z_mm / f_px
+        cam = np.degrees([math.atan2(ey, z_mm), math.atan2(-ex, z_mm)])
+        screen = np.degrees([math.atan2(ey - 10.0 * s.camera_offset_cm, z_mm),
+                             math.atan2(-ex, z_mm)])
+        # Gaze estimate: head pose plus the eye's rotation in the head from the iris offset.
+        eye_rot = []
+        for side in ("right", "left"):
+            ix = lm.eye_indices(side)
+            a, b = pts[ix["outer"]], pts[ix["inner"]]
+            if side == "left":
+                a, b = b, a
+            axis = (b - a) / (np.linalg.norm(b - a) + 1e-6)
+            normal = np.array([-axis[1], axis[0]])
+            centre = lm.eye_contour(pts, side).mean(axis=0)
+            off = pts[ix["iris"][0]] - centre
+            r = EYEBALL_PER_IRIS * iris_d
+            yaw_e = math.degrees(math.asin(np.clip(off @ axis / r, -1, 1)))
+            pitch_e = -math.degrees(math.asin(np.clip(off @ normal / r, -1, 1)))
+            eye_rot.append((pitch_e, yaw_e))
+        est = np.array([face.pitch, face.yaw]) + np.mean(eye_rot, axis=0)
+        st = self._contact.setdefault(face.track_id, _EyeContactState())
+        est = st.filter(est, t)
+        if st.bias is None:
+            st.bias = est - screen
+        else:
+            dt = max(t - st.t, 1e-3) if st.t is not None else 1 / 30
+            k = 1.0 - math.exp(-dt / 10.0)  # 10 s time constant
+            st.bias = st.bias + k * ((est - screen) - st.bias)
+        st.t = t
+        looking = est - st.bias
+        delta = cam - looking
+        off = float(np.hypot(*delta))
+        return delta, fade_between(off, s.full_below_deg, s.none_beyond_deg)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
+        s = self.settings
+        out: List[WarpJob] = []
+        if not s.active:
+            return out
+        for face in faces:
+            delta = np.array([s.pitch_deg, s.yaw_deg], np.float64)
+            fade_face = fade_between(max(abs(face.yaw), abs(face.pitch)), s.full_below_deg,
+                                     s.none_beyond_deg)
+            if s.eye_contact:
+                d_contact, fade_off = self._eye_contact_delta(face, image.shape, t)
+                delta = delta + d_contact
+                fade_face *= fade_off
+            for k, side in enumerate(("right", "left")):
+                job = self._eye_job(image, face, side, k, delta, fade_face)
+                if job is not None:
+                    out.append(job)
+        return out
+
+    def _eye_job(self, image, face: Face, side: str, k: int, delta, fade_face: float):
+        pts = face.landmarks
+        ix = lm.eye_indices(side)
+        a, b = pts[ix["outer"]].astype(np.float64), pts[ix["inner"]].astype(np.float64)
+        if side == "left":  # keep the crop's x axis along image x
+            a, b = b, a
+        eye_w = float(np.linalg.norm(b - a))
+        if eye_w < 4.0:
+            return None
+        contour = lm.eye_contour(pts, side).astype(np.float64)
+        centre = contour.mean(axis=0)
+        angle = math.atan2(b[1] - a[1], b[0] - a[0])
+        roi_w, roi_h = 2.0 * eye_w, 1.6 * eye_w
+        crop_w = int(np.clip(round(roi_w / 2.0), 24, 48))
+        crop_h = int(round(0.8 * crop_w))
+        A = roi_affine(centre, angle, roi_w, roi_h, crop_w, crop_h)
+        scale = roi_w / crop_w
+        iris_d = float(face.iris_diameter_px[k])
+        openness = float(face.eye_openness[k])
+        fade = fade_face * fade_between(-openness, -0.20, -0.12) * float(
+            np.clip(face.iris_confidence[k] * 2.0, 0.0, 1.0))
+        if fade <= 0.01 or iris_d <= 2.0:
+            return None
+        d_frame_dir = gaze_shift_px(delta[0], delta[1], iris_d)
+        # gaze_shift_px gives the shift in the eye frame (x along the eye axis); rotate to frame.
+        c_, s_ = math.cos(angle), math.sin(angle)
+        rot = np.array([[c_, -s_], [s_, c_]])
+        shift_frame = rot @ d_frame_dir * fade
+        shift_crop = rot.T @ shift_frame / scale
+        upper = to_crop(pts[ix["upper"]].astype(np.float64), A)
+        lower = to_crop(pts[ix["lower"]].astype(np.float64), A)
+        iris_c = to_crop(pts[ix["iris"][0]][None].astype(np.float64), A)[0]
+        r = 0.5 * iris_d / scale
+        ew = iris_shift_flow(crop_h, crop_w, upper, lower, iris_c, r, shift_crop,
+                             self.settings.lid_follow)
+        flow, reveal, mask = ew.flow, ew.reveal, ew.mask
+        shift_frame = rot @ (ew.shift * scale)
+        palette = None
+        if reveal.max() > 0.05:
+            colour = sclera_colour(image, A, (crop_h, crop_w), mask, iris_c, r)
+            if colour is not None:
+                palette = (np.clip(reveal * 0.9, 0, 1).astype(np.float32), colour * 0.95)
+        alpha = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+        alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
+        alpha[flow.any(axis=2)] = 1.0
+        return WarpJob(crop_to_frame=A, flow=flow, alpha=alpha, palette_mix=palette,
+                       kind=f"eye_{side}", face_id=face.track_id,
+                       meta=dict(iris_shift_px=shift_frame, fade=fade,
+                                 delta_deg=tuple(float(x) for x in delta)))

@@ -1,0 +1,217 @@
+"""The frame pipeline: Source → Tracker → Effects → Compositor → Sink, with per-stage timing.
+
+The pipeline is the one place that knows the order of the stages (see ``../shared/DESIGN.md``).
+File sources are processed frame by frame, every frame. Live sources (webcams) hand over only
+their newest frame (their grabber thread drops stale ones), so a slow stage drops frames
+instead of growing a queue.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from realtime.gaze import GazeCorrector, GazeSettings
+from realtime.smile import SmileEditor, SmileSettings
+from realtime.sources import to_bgr8
+from realtime.types import Face, Frame, WarpJob
+
+log = logging.getLogger("warpcam")
+
+STAGES = ("capture", "tracking", "effects", "composite", "output", "total")
+
+
+class StageTimer:
+    """Collects per-stage durations (seconds) and summarises them in milliseconds."""
+
+    def __init__(self, window: Optional[int] = None):
+        self._t: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
+
+    def add(self, stage: str, seconds: float) -> None:
+        self._t[stage].append(seconds)
+
+    def values_ms(self, stage: str) -> np.ndarray:
+        return np.asarray(self._t.get(stage, ()), np.float64) * 1e3
+
+    def summary(self) -> Dict[str, dict]:
+        """``{stage: {"p50_ms", "p99_ms", "mean_ms", "n"}}`` for every stage seen."""
+        out = {}
+        for stage in list(STAGES) + sorted(set(self._t) - set(STAGES)):
+            v = self.values_ms(stage)
+            if v.size:
+                out[stage] = dict(p50_ms=float(np.percentile(v, 50)),
+                                  p99_ms=float(np.percentile(v, 99)),
+                                  mean_ms=float(v.mean()), n=int(v.size))
+        return out
+
+
+@dataclass
+class EffectSettings:
+    """Everything the user can change while the pipeline runs."""
+
+    gaze: GazeSettings = field(default_factory=GazeSettings)
+    smile: SmileSettings = field(default_factory=SmileSettings)
+
+
+class Pipeline:
+    """Tracks faces, runs the effects and composites one frame at a time.
+
+    Args:
+        tracker: a :class:`~realtime.tracker.FaceTracker` (or anything with ``track(img, t)``).
+        compositor: a backend from :func:`kernels.get_compositor`.
+        settings: :class:`EffectSettings`; changes take effect on the next frame.
+        timer: where stage times go (a new :class:`StageTimer` by default).
+        inplace: composite into the frame's own array (saves a full-frame copy; use it when
+            the frames are not needed afterwards, as in :meth:`run`).
+    """
+
+    def __init__(self, tracker, compositor, settings: Optional[EffectSettings] = None,
+                 timer: Optional[StageTimer] = None, inplace: bool = False):
+        self.tracker = tracker
+        self.compositor = compositor
+        self.settings = settings or EffectSettings()
+        self.timer = timer or StageTimer()
+        self.inplace = inplace
+        self.gaze = GazeCorrector(self.settings.gaze)
+        self.smile = SmileEditor(self.settings.smile)
+        self.frames = 0
+        self.faces_seen = 0
+        self._warned: set = set()
+
+    def _warn_once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg)
+
+    def process(self, frame: Frame) -> tuple:
+        """Process one frame: returns ``(image, faces, jobs)``; ``image`` is the input array
+        itself when no job applies (a frame with no face passes byte-identical)."""
+        img = to_bgr8(frame.image)
+        t = frame.pts_seconds if frame.pts_seconds is not None else frame.index / 30.0
+        t0 = time.perf_counter()
+        faces: List[Face] = self.tracker.track(img, t)
+        t1 = time.perf_counter()
+        jobs: List[WarpJob] = []
+        if faces:
+            # Settings may change between frames (preview hotkeys): keep effects in sync.
+            self.gaze.settings = self.settings.gaze
+            self.smile.settings = self.settings.smile
+            jobs = self.gaze.jobs(img, faces, t) + self.smile.jobs(img, faces, t)
+            jobs = self._finite(jobs)
+        t2 = time.perf_counter()
+        if not jobs:
+            out = img
+        elif self.inplace:
+            out = self.compositor.composite(img, jobs, inplace=True)
+        else:
+            out = self.compositor.composite(img, jobs)
+        t3 = time.perf_counter()
+        self.timer.add("tracking", t1 - t0)
+        self.timer.add("effects", t2 - t1)
+        self.timer.add("composite", t3 - t2)
+        self.frames += 1
+        self.faces_seen += len(faces)
+        return out, faces, jobs
+
+    def _finite(self, jobs: List[WarpJob]) -> List[WarpJob]:
+        """Drop jobs with NaN/Inf fields (the ROI passes through); warn once."""
+        ok = []
+        for j in jobs:
+            fields = [j.flow, j.alpha] + [x for x in (j.lightness, j.color, j.attention)
+                                          if x is not None]
+            if j.palette_mix is not None:
+                fields += [np.asarray(j.palette_mix[0]), np.asarray(j.palette_mix[1])]
+            if all(np.isfinite(f).all() for f in fields):
+                ok.append(j)
+            else:
+                self._warn_once("nonfinite", f"non-finite values in a {j.kind} warp: that ROI "
+                                "passes through unchanged (warned once)")
+        return ok
+
+    def run(self, source, sink, *, progress: bool = False, max_frames: Optional[int] = None,
+            on_frame: Optional[Callable] = None) -> dict:
+        """Pull frames from ``source`` through the pipeline into ``sink`` until the source ends,
+        ``max_frames`` is reached, or the sink asks to quit (preview ``q``).
+
+        On any exception the sink is aborted (a file sink removes its temporary file) and the
+        exception propagates; on success the sink is closed (a file sink renames its file into
+        place). Returns :meth:`stats`.
+        """
+        bar = None
+        if progress and not getattr(source, "is_live", False):
+            from tqdm import tqdm
+            bar = tqdm(total=getattr(source, "frame_count", None), unit="frame",
+                       desc="warpcam", dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            it = iter(source)
+            while max_frames is None or self.frames < max_frames:
+                tc = time.perf_counter()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                t_cap = time.perf_counter()
+                self.timer.add("capture", t_cap - tc)
+                out, faces, jobs = self.process(frame)
+                t_out0 = time.perf_counter()
+                sink.write(frame, out)
+                t_end = time.perf_counter()
+                self.timer.add("output", t_end - t_out0)
+                self.timer.add("total", t_end - t_cap)
+                if frame.captured_at is not None:
+                    self.timer.add("latency", t_end - frame.captured_at)
+                if bar is not None:
+                    bar.update(1)
+                if on_frame is not None:
+                    on_frame(frame, out, faces, jobs)
+                if not self._handle_keys(sink):
+                    break
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        sink.close()
+        self.wall_seconds = time.perf_counter() - started
+        return self.stats()
+
+    def _handle_keys(self, sink) -> bool:
+        """Preview hotkeys: g toggles gaze, [ and ] change the smile by 0.1, q quits."""
+        if self.frames % 15 == 1:
+            sink.set_hud_lines(self.hud_lines())
+        key = sink.poll_key()
+        if key is None:
+            return True
+        s = self.settings
+        if key == "q":
+            return False
+        if key == "g":
+            s.gaze.enabled = not s.gaze.enabled
+        elif key in "[]":
+            step = 0.1 if key == "]" else -0.1
+            s.smile = SmileSettings(float(np.clip(round(s.smile.strength + step, 2), -1, 1)))
+        return True
+
+    def hud_lines(self) -> List[str]:
+        """Text for the preview HUD: fps and per-stage p50 over recent frames."""
+        tot = self.timer.values_ms("total")[-30:]
+        fps = 1000.0 / np.mean(tot) if tot.size else 0.0
+        lines = [f"fps {fps:5.1f}"]
+        for st in ("tracking", "effects", "composite", "output"):
+            v = self.timer.values_ms(st)[-30:]
+            if v.size:
+                lines.append(f"{st:9s} {np.median(v):5.1f} ms")
+        g = self.settings.gaze
+        lines.append(f"gaze {'on' if g.enabled else 'off'}  smile {self.settings.smile.strength:+.1f}")
+        return lines
+
+    def stats(self) -> dict:
+        """Frames processed, faces seen and the per-stage timing summary (ms)."""
+        return dict(frames=self.frames, faces=self.faces_seen, stages=self.timer.summary(),
+                    wall_seconds=getattr(self, "wall_seconds", None))
