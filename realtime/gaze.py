@@ -368,7 +368,7 @@ class GazeCorrector:
         centre = contour.mean(axis=0)
         angle = math.atan2(b[1] - a[1], b[0] - a[0])
         roi_w, roi_h = 2.0 * eye_w, 1.6 * eye_w
-        crop_w = int(np.clip(round(roi_w / 2.0), 24, 48))
+        crop_w = int(np.clip(round(roi_w / 2.5), 24, 40))
         crop_h = int(round(0.8 * crop_w))
         A = roi_affine(centre, angle, roi_w, roi_h, crop_w, crop_h)
         scale = roi_w / crop_w

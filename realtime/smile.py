@@ -157,7 +157,7 @@ class SmileEditor:
         centre = pts[lips_idx].mean(axis=0)
         angle = math.atan2(b[1] - a[1], b[0] - a[0])
         roi_w, roi_h = 2.2 * mouth_w, 1.7 * mouth_w
-        crop_w = int(np.clip(round(roi_w / 3.0), 24, 48))
+        crop_w = int(np.clip(round(roi_w / 3.5), 20, 40))
         crop_h = int(round(crop_w * roi_h / roi_w))
         A = roi_affine(centre, angle, roi_w, roi_h, crop_w, crop_h)
         scale = roi_w / crop_w

@@ -11,8 +11,10 @@ Convention block:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from typing import List, Optional
 
 import cv2
@@ -25,6 +27,27 @@ from realtime.types import Face
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence the native (C++) stderr while mediapipe builds its graph: it prints TFLite and
+    absl start-up notices there that no user can act on. Python-level errors still raise."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real fd (e.g. captured by a test runner)
+        yield
+        return
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            sys.stderr.flush()
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
 
 _IRIS_POINTS = lm.RIGHT_IRIS + lm.LEFT_IRIS
 _EYE_CENTRE_SETS = (lm.RIGHT_EYE_UPPER + lm.RIGHT_EYE_LOWER, lm.LEFT_EYE_UPPER + lm.LEFT_EYE_LOWER)
@@ -88,6 +111,12 @@ def iris_measures(points: np.ndarray) -> tuple:
     return tuple(diams), tuple(confs)
 
 
+def _lid_openness(smoothed: np.ndarray, raw: np.ndarray) -> tuple:
+    """Per-eye openness, the smaller of the smoothed and raw estimates: a closing lid is seen
+    at once (the filters lag a fast blink by a frame or two), an opening one once it settles."""
+    return tuple(min(a, b) for a, b in zip(eye_openness(smoothed), eye_openness(raw)))
+
+
 class _Track:
     def __init__(self, track_id: int, smooth: bool):
         self.id = track_id
@@ -139,10 +168,12 @@ class FaceTracker:
         self.max_faces = max_faces
         self.static_images = static_images
         self.smooth = smooth and not static_images
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static_images, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=min_tracking_confidence)
+        with _native_stderr_silenced():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static_images, max_num_faces=max_faces, refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=min_tracking_confidence)
+        self._warm = False
         self._tracks: List[_Track] = []
         self._next_id = 0
         self._frame_no = 0
@@ -164,7 +195,12 @@ class FaceTracker:
         h, w = image_bgr.shape[:2]
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         rgb.flags.writeable = False
-        res = self._mesh.process(rgb)
+        if not self._warm:  # the first call finishes the graph's start-up (more notices)
+            with _native_stderr_silenced():
+                res = self._mesh.process(rgb)
+            self._warm = True
+        else:
+            res = self._mesh.process(rgb)
         out = []
         for f in res.multi_face_landmarks or []:
             a = np.array([(p.x * w, p.y * h, p.z * w) for p in f.landmark], dtype=np.float64)
@@ -193,7 +229,8 @@ class FaceTracker:
             faces.append(Face(track_id=track.id, landmarks=xy.astype(np.float32),
                               landmarks_raw=pts3[:, :2].astype(np.float32),
                               z=z.astype(np.float32), yaw=yaw, pitch=pitch, roll=roll,
-                              eye_openness=eye_openness(xy), iris_diameter_px=diam,
+                              eye_openness=_lid_openness(xy, pts3[:, :2]),
+                              iris_diameter_px=diam,
                               iris_confidence=conf))
         faces.sort(key=lambda f: f.track_id)
         return faces

@@ -53,7 +53,8 @@ class Face:
         z: ``478`` ``float32`` relative depth in pixels (mediapipe's z scaled by the frame width;
             smaller = closer to the camera).
         yaw, pitch, roll: head pose in degrees (conventions in the module docstring).
-        eye_openness: ``(right, left)`` lid distance / eye width; about 0.25-0.35 open, < 0.12 closed.
+        eye_openness: ``(right, left)`` lid distance / eye width; about 0.25-0.35 open, < 0.12
+            closed (the smaller of the smoothed and raw values, so blinks are seen without lag).
         iris_diameter_px: ``(right, left)`` iris diameters in pixels.
         iris_confidence: ``(right, left)`` in [0, 1]: how consistent the iris ring looked.
     """
