@@ -1,8 +1,9 @@
 """The composite of every backend agrees: the host build of the CUDA per-pixel math
 (kernels/cuda/warp_math.cuh, compiled with g++), the OpenCV CPU backend and the torch reference.
 
-Tolerance (the issue's): within 1 grey level per channel on >= 99.9 % of the frame's pixels, and
-byte-identical outside every job's frame box. Why not exact: OpenCV's ``remap`` rounds sample
+Tolerance (the issue's): within 1 grey level per channel on >= 99.9 % of the frame's pixels (and,
+stricter, on >= 99 % of the pixels the jobs touch), and byte-identical outside every job's frame
+box. Why not exact: OpenCV's ``remap`` rounds sample
 coordinates to 1/32 pixel (INTER_BITS = 5, for float fields too) and, for the uint8 frame, rounds
 the sample to uint8 with fixed-point weights before the lightness/palette/colour steps; the CUDA
 math and torch sample in float32. Host build vs torch is held to a tighter bound: within 1 grey
@@ -154,6 +155,11 @@ def scenario(name: str, frame: np.ndarray, seed: int = 0) -> list:
                 for fx, fy, size, span, ang in [
                     (0.30, 0.35, (41, 51), 0.22 * W, 8.0), (0.50, 0.36, (41, 51), 0.20 * W, -5.0),
                     (0.42, 0.62, (64, 64), 0.25 * W, 3.0), (0.75, 0.50, (32, 48), 0.10 * W, 30.0)]]
+    if name == "flow_only":  # landmark-driven warps: flow and alpha, no colour correction
+        return [rich_job(rng, frame, W * fx, H * fy, size, span, ang, extras=())
+                for fx, fy, size, span, ang in [
+                    (0.35, 0.40, (41, 51), 0.2 * W, -8.0), (0.55, 0.42, (41, 51), 0.2 * W, 4.0),
+                    (0.45, 0.65, (64, 64), 0.3 * W, 0.0)]]
     if name == "identity":  # zero flow, alpha 1: the output is the input
         size = (40, 60)
         return [WarpJob(affine(W * 0.4, H * 0.45, size, 0.3 * W, 17.0),
@@ -167,9 +173,12 @@ def scenario(name: str, frame: np.ndarray, seed: int = 0) -> list:
     if name == "border_flow":  # strong flow near every border, ROIs hanging off the frame
         jobs = []
         for fx, fy in [(0.02, 0.05), (0.97, 0.5), (0.5, 0.98), (0.9, 0.03)]:
-            j = rich_job(rng, frame, W * fx, H * fy, (41, 51), 0.25 * W, rng.uniform(-20, 20),
-                         flow_amp=25.0)
-            jobs.append(j)
+            j = rich_job(rng, frame, W * fx, H * fy, (41, 51), 0.25 * W, rng.uniform(-20, 20))
+            # ~20 crop px (~50 frame px) toward the nearest edges, so many samples land beyond
+            # the frame and read its replicated border; smooth on top, as a real flow is.
+            out = np.array([np.sign(fx - 0.5) * (abs(fx - 0.5) > 0.3),
+                            np.sign(fy - 0.5) * (abs(fy - 0.5) > 0.3)]) * 20.0
+            jobs.append(dataclasses.replace(j, flow=j.flow + out.astype(np.float32)))
         return jobs
     if name == "overlap":  # three ROIs over each other, list order decides
         return [rich_job(rng, frame, W * (0.45 + 0.05 * k), H * (0.5 + 0.03 * k), (48, 48),
@@ -188,7 +197,8 @@ def scenario(name: str, frame: np.ndarray, seed: int = 0) -> list:
     raise ValueError(name)
 
 
-SCENARIOS = ["mixed", "identity", "translation", "border_flow", "overlap", "alpha01", "outside"]
+SCENARIOS = ["mixed", "flow_only", "identity", "translation", "border_flow", "overlap", "alpha01",
+             "outside"]
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -208,10 +218,18 @@ def diff(a, b) -> np.ndarray:
 
 
 def assert_agree(a, b, frame, jobs, what):
+    """The issue's bound (>= 99.9 % of the frame's pixels within 1 grey level, exact outside the
+    ROIs), plus >= 99 % of the pixels the jobs touch, so a small ROI cannot hide behind a large
+    frame."""
     d = diff(a, b)
     within = (d <= 1).mean()
     assert within >= 0.999, (f"{what}: {100 * within:.3f}% of pixels within 1 grey level "
                              f"(max diff {d.max()}), need 99.9%")
+    touched = np.any(a != frame, -1) | np.any(b != frame, -1)
+    if touched.any():
+        roi_within = (d[touched] <= 1).mean()
+        assert roi_within >= 0.99, (f"{what}: {100 * roi_within:.3f}% of ROI pixels within 1 "
+                                    f"grey level, need 99%")
     out = outside_boxes(frame.shape, jobs)
     assert np.array_equal(a[out], frame[out]) and np.array_equal(b[out], frame[out]), \
         f"{what}: pixels outside every ROI changed"
@@ -332,6 +350,17 @@ def test_alpha_zero_and_wholly_outside_change_nothing(host, cpu, torch_cpu):
         assert out is not frame, name
 
 
+def test_inplace_writes_into_the_frame(host, cpu, torch_cpu):
+    # The pipeline composites into its own frame (composite(img, jobs, inplace=True)).
+    frame = astronaut()
+    jobs = scenario("mixed", frame)
+    for name, be in backends(host, cpu, torch_cpu).items():
+        want = be.composite(frame, jobs)
+        work = frame.copy()
+        got = be.composite(work, jobs, inplace=True)
+        assert got is work and np.array_equal(work, want), name
+
+
 def test_no_jobs_returns_the_input(host, cpu, torch_cpu):
     frame = astronaut()
     for name, be in backends(host, cpu, torch_cpu).items():
@@ -360,24 +389,24 @@ def test_torch_tensor_path_matches_numpy(torch_cpu):
     assert torch_cpu.composite_tensor(t, []) is t
 
 
-def test_uint8_intermediate_rounding_of_cpu_backend_is_the_main_gap(host):
-    # Documents the finding behind the tolerance: the OpenCV backend rounds the warped frame
-    # sample to uint8 before lightness and blending. Sampling the frame in float32 instead (same
-    # remap, coordinates still rounded to 1/32 px) brings it much closer to the float kernels.
+
+@pytest.mark.parametrize("size", [(1, 20), (15, 1), (2, 2)])
+def test_thin_crops(size, host, cpu, torch_cpu):
+    # A one-pixel axis cannot be expressed with align_corners=True; torch pads it (see _sample).
     frame = astronaut()
-    rng = np.random.default_rng(2)
-    jobs = [dataclasses.replace(rich_job(rng, frame, 260 + 60 * k, 220, (41, 51), 130, 7.0 * k),
-                                palette_mix=None, color=None, attention=None) for k in range(3)]
-    exactish = host.composite(frame, jobs)
-    cpu_u8 = CpuCompositor().composite(frame, jobs)
-
-    class FloatSampling(CpuCompositor):
-        @staticmethod
-        def _apply(src, out, job):
-            CpuCompositor._apply(src.astype(np.float32), out, job)
-
-    cpu_f32 = FloatSampling().composite(frame, jobs)
-    touched = np.any(exactish != frame, -1)
-    exact_u8 = (diff(cpu_u8, exactish)[touched] == 0).mean()
-    exact_f32 = (diff(cpu_f32, exactish)[touched] == 0).mean()
-    assert exact_f32 > exact_u8 + 0.1, (exact_u8, exact_f32)
+    rng = np.random.default_rng(4)
+    h, w = size
+    job = WarpJob(affine(250, 240, size, 6.0 * w, 20.0), smooth(rng, size + (2,), 1, 2.0),
+                  rng.uniform(0.2, 1.0, size).astype(np.float32),
+                  lightness=1.0 + smooth(rng, size, 1, 0.2),
+                  palette_mix=(rng.uniform(0, 0.5, size).astype(np.float32), (10.0, 200.0, 30.0)))
+    a, b = host.composite(frame, [job]), cpu.composite(frame, [job])
+    c = torch_cpu.composite(frame, [job])
+    assert not np.array_equal(a, frame)
+    assert diff(a, c).max() <= 1
+    # Against OpenCV only the issue's frame-level bound: with 6 frame pixels per crop pixel,
+    # white-noise palette weights and a palette 200 levels off the frame, its 1/32-px rounding
+    # of crop coordinates costs a few levels on ~4 % of these few ROI pixels.
+    assert (diff(a, b) <= 1).mean() >= 0.999
+    out = outside_boxes(frame.shape, [job])
+    assert np.array_equal(b[out], frame[out]) and np.array_equal(a[out], frame[out])
