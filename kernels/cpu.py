@@ -11,7 +11,9 @@ For each job, over the frame box its crop covers::
     warped      = a warped + (1 - a) color      # GANimation blend, a = attention(u, v)
     out(x, y)   = alpha(u, v) warped + (1 - alpha(u, v)) out(x, y)
 
-Crop-space fields outside the crop read as 0 (so ``alpha`` is 0 there). All jobs sample the
+Outside the crop, ``alpha`` and the palette weights read 0 while the flow, lightness, colour and
+attention clamp to the crop's edge values (so effects should feather ``alpha`` to 0 at the
+crop edge). All jobs sample the
 *input* frame; they are blended onto the output in list order. Frame pixels outside every
 job's box, and inside it where ``alpha`` is 0, keep their exact input bytes.
 """
@@ -22,18 +24,14 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from realtime.types import WarpJob
-
-
-def _inverse_affine(a: np.ndarray) -> np.ndarray:
-    m = np.vstack([a, [0.0, 0.0, 1.0]])
-    return np.linalg.inv(m)[:2]
+from realtime.geometry import apply_affine, invert_affine
+from realtime.types import WarpJob, affine_box
 
 
 def _crop_coords(job: WarpJob, box) -> tuple:
     """Crop coordinates ``(u, v)`` (float32, box-shaped) of every frame pixel in ``box``."""
     x0, y0, x1, y1 = box
-    inv = _inverse_affine(job.crop_to_frame)
+    inv = invert_affine(job.crop_to_frame)
     xs = np.arange(x0, x1, dtype=np.float32)
     ys = np.arange(y0, y1, dtype=np.float32)
     # u = i00 x + i01 y + i02 ; separable sums keep this cheap.
@@ -60,23 +58,15 @@ def _support_bbox(job: WarpJob, frame_shape):
     pixel, for the bilinear footprint); ``None`` when empty. Pixels outside it get alpha 0 from
     bilinear sampling, so skipping them changes nothing."""
     box = job.frame_bbox(frame_shape)
-    nz = np.nonzero(job.alpha > 0)
-    if box is None or nz[0].size == 0:
+    if box is None:
+        return None
+    x, y, w, h = cv2.boundingRect((job.alpha > 0).view(np.uint8))
+    if w == 0 or h == 0:
         return None
     # Not clamped to the crop: with alpha > 0 on the crop's edge row, bilinear sampling with the
     # zero border gives alpha > 0 up to one crop pixel beyond it, and frame_bbox keeps half of
-    # that; the intersection below keeps exactly the frame_bbox contract.
-    v0, v1 = nz[0].min() - 1, nz[0].max() + 1
-    u0, u1 = nz[1].min() - 1, nz[1].max() + 1
-    corners = np.array([[u0, v0, 1], [u1, v0, 1], [u0, v1, 1], [u1, v1, 1]], np.float64)
-    pts = corners @ job.crop_to_frame.T
-    x0 = max(int(np.floor(pts[:, 0].min())), box[0])
-    y0 = max(int(np.floor(pts[:, 1].min())), box[1])
-    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, box[2])
-    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, box[3])
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1, y1
+    # that; the intersection with frame_bbox keeps exactly the frame_bbox contract.
+    return affine_box(job.crop_to_frame, x - 1, y - 1, x + w, y + h, frame_shape, clip=box)
 
 
 class CpuCompositor:

@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from realtime import landmarks as lm
-from realtime.geometry import (central_diff, flow_jacobian_det, pixel_grid, polygon_mask,
-                               roi_affine, smoothstep, to_crop)
+from realtime.geometry import (CropCache, central_diff, flow_jacobian_det, pixel_grid,
+                               polygon_mask, roi_affine, smoothstep, to_crop)
 from realtime.smoothing import OneEuroFilter
 from realtime.types import Face, WarpJob
 
@@ -284,9 +284,11 @@ class GazeCorrector:
     fades), ``fade`` and the requested ``delta_deg``.
     """
 
-    def __init__(self, settings: GazeSettings):
+    def __init__(self, settings: GazeSettings, cache: bool = True):
         self.settings = settings
         self._contact: Dict[int, _EyeContactState] = {}
+        #: crop-space fields reused while an eye holds still (see CropCache); None disables.
+        self.cache: Optional[CropCache] = CropCache(tol=0.2) if cache else None
 
     # -- eye contact -------------------------------------------------------------------------
     def _eye_contact_delta(self, face: Face, shape, t: float) -> Tuple[np.ndarray, float]:
@@ -339,6 +341,8 @@ class GazeCorrector:
     def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
         s = self.settings
         out: List[WarpJob] = []
+        if self.cache is not None:
+            self.cache.tick()
         if not s.active:
             return out
         for face in faces:
@@ -384,22 +388,29 @@ class GazeCorrector:
         rot = np.array([[c_, -s_], [s_, c_]])
         shift_frame = rot @ d_frame_dir * fade
         shift_crop = rot.T @ shift_frame / scale
-        upper = to_crop(pts[ix["upper"]].astype(np.float64), A)
-        lower = to_crop(pts[ix["lower"]].astype(np.float64), A)
-        iris_c = to_crop(pts[ix["iris"][0]][None].astype(np.float64), A)[0]
+        crop_pts = to_crop(pts[ix["upper"] + ix["lower"] + ix["iris"][:1]], A)
+        n_up = len(ix["upper"])
+        upper, lower, iris_c = crop_pts[:n_up], crop_pts[n_up:-1], crop_pts[-1]
         r = 0.5 * iris_d / scale
-        ew = iris_shift_flow(crop_h, crop_w, upper, lower, iris_c, r, shift_crop,
-                             self.settings.lid_follow)
-        flow, reveal, mask = ew.flow, ew.reveal, ew.mask
-        shift_frame = rot @ (ew.shift * scale)
-        palette = None
-        if reveal.max() > 0.05:
-            colour = sclera_colour(image, A, (crop_h, crop_w), mask, iris_c, r)
-            if colour is not None:
-                palette = (np.clip(reveal * 0.9, 0, 1).astype(np.float32), colour * 0.95)
-        alpha = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-        alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
-        alpha[flow.any(axis=2)] = 1.0
+        key = (face.track_id, side)
+        signature = np.concatenate([crop_pts.ravel(), [r, crop_w, crop_h], shift_crop])
+        fields = self.cache.get(key, signature) if self.cache is not None else None
+        if fields is None:
+            ew = iris_shift_flow(crop_h, crop_w, upper, lower, iris_c, r, shift_crop,
+                                 self.settings.lid_follow)
+            palette = None
+            if ew.reveal.max() > 0.05:
+                colour = sclera_colour(image, A, (crop_h, crop_w), ew.mask, iris_c, r)
+                if colour is not None:
+                    palette = (np.clip(ew.reveal * 0.9, 0, 1).astype(np.float32), colour * 0.95)
+            alpha = cv2.dilate(ew.mask, np.ones((3, 3), np.uint8))
+            alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
+            alpha[ew.flow.any(axis=2)] = 1.0
+            fields = (ew.flow, alpha, palette, ew.shift)
+            if self.cache is not None:
+                self.cache.put(key, signature, fields)
+        flow, alpha, palette, shift_used = fields
+        shift_frame = rot @ (shift_used * scale)
         return WarpJob(crop_to_frame=A, flow=flow, alpha=alpha, palette_mix=palette,
                        kind=f"eye_{side}", face_id=face.track_id,
                        meta=dict(iris_shift_px=shift_frame, fade=fade,

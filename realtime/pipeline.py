@@ -8,6 +8,7 @@ instead of growing a queue.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -90,10 +91,25 @@ class Pipeline:
     def process(self, frame: Frame) -> tuple:
         """Process one frame: returns ``(image, faces, jobs)``; ``image`` is the input array
         itself when no job applies (a frame with no face passes byte-identical)."""
+        img, faces, t = self.track(frame)
+        out, jobs = self.render(img, faces, t)
+        return out, faces, jobs
+
+    def track(self, frame: Frame) -> tuple:
+        """Tracking stage: ``(image H x W x 3 uint8 BGR, faces, t seconds)``.
+
+        Raises:
+            ValueError: a frame that is not an image (see :func:`realtime.sources.to_bgr8`).
+        """
         img = to_bgr8(frame.image)
         t = frame.pts_seconds if frame.pts_seconds is not None else frame.index / 30.0
         t0 = time.perf_counter()
         faces: List[Face] = self.tracker.track(img, t)
+        self.timer.add("tracking", time.perf_counter() - t0)
+        return img, faces, t
+
+    def render(self, img: np.ndarray, faces: List[Face], t: float) -> tuple:
+        """Effects and composite stages: ``(output image, jobs)``."""
         t1 = time.perf_counter()
         jobs: List[WarpJob] = []
         if faces:
@@ -110,12 +126,11 @@ class Pipeline:
         else:
             out = self.compositor.composite(img, jobs)
         t3 = time.perf_counter()
-        self.timer.add("tracking", t1 - t0)
         self.timer.add("effects", t2 - t1)
         self.timer.add("composite", t3 - t2)
         self.frames += 1
         self.faces_seen += len(faces)
-        return out, faces, jobs
+        return out, jobs
 
     def _finite(self, jobs: List[WarpJob]) -> List[WarpJob]:
         """Drop jobs with NaN/Inf fields (the ROI passes through); warn once."""
@@ -133,9 +148,15 @@ class Pipeline:
         return ok
 
     def run(self, source, sink, *, progress: bool = False, max_frames: Optional[int] = None,
-            on_frame: Optional[Callable] = None) -> dict:
+            on_frame: Optional[Callable] = None, threaded: bool = True) -> dict:
         """Pull frames from ``source`` through the pipeline into ``sink`` until the source ends,
         ``max_frames`` is reached, or the sink asks to quit (preview ``q``).
+
+        With ``threaded`` (the default) capture and tracking run in a second thread, one frame
+        ahead of effects, composite and output: mediapipe releases the GIL, so on two cores the
+        frame rate is set by the slower of the two halves rather than their sum. A file source
+        hands over every frame in order; a live source hands over only its newest frame (a
+        frame still waiting when a newer one is tracked is dropped and counted, never queued).
 
         On any exception the sink is aborted (a file sink removes its temporary file) and the
         exception propagates; on success the sink is closed (a file sink renames its file into
@@ -147,17 +168,12 @@ class Pipeline:
             bar = tqdm(total=getattr(source, "frame_count", None), unit="frame",
                        desc="warpcam", dynamic_ncols=True)
         started = time.perf_counter()
+        live = bool(getattr(source, "is_live", False))
+        feed = _Feed(self, source, live, max_frames) if threaded else None
         try:
-            it = iter(source)
-            while max_frames is None or self.frames < max_frames:
-                tc = time.perf_counter()
-                try:
-                    frame = next(it)
-                except StopIteration:
-                    break
-                t_cap = time.perf_counter()
-                self.timer.add("capture", t_cap - tc)
-                out, faces, jobs = self.process(frame)
+            items = feed.items() if feed is not None else self._tracked(source, max_frames)
+            for frame, img, faces, t, t_cap in items:
+                out, jobs = self.render(img, faces, t)
                 t_out0 = time.perf_counter()
                 sink.write(frame, out)
                 t_end = time.perf_counter()
@@ -172,14 +188,35 @@ class Pipeline:
                 if not self._handle_keys(sink):
                     break
         except BaseException:
+            if feed is not None:
+                feed.stop()
             sink.abort()
             raise
         finally:
             if bar is not None:
                 bar.close()
+        if feed is not None:
+            feed.stop()
+            self.dropped = feed.dropped
         sink.close()
         self.wall_seconds = time.perf_counter() - started
         return self.stats()
+
+    def _tracked(self, source, max_frames):
+        """Capture and tracking, one frame at a time (the single-thread path)."""
+        it = iter(source)
+        n = 0
+        while max_frames is None or n < max_frames:
+            tc = time.perf_counter()
+            try:
+                frame = next(it)
+            except StopIteration:
+                return
+            t_cap = time.perf_counter()
+            self.timer.add("capture", t_cap - tc)
+            img, faces, t = self.track(frame)
+            n += 1
+            yield frame, img, faces, t, t_cap
 
     def _handle_keys(self, sink) -> bool:
         """Preview hotkeys: g toggles gaze, [ and ] change the smile by 0.1, q quits."""
@@ -212,6 +249,70 @@ class Pipeline:
         return lines
 
     def stats(self) -> dict:
-        """Frames processed, faces seen and the per-stage timing summary (ms)."""
+        """Frames processed, faces seen, live frames dropped, wall time and the per-stage timing
+        summary (ms)."""
         return dict(frames=self.frames, faces=self.faces_seen, stages=self.timer.summary(),
+                    dropped=getattr(self, "dropped", 0),
                     wall_seconds=getattr(self, "wall_seconds", None))
+
+
+class _Feed:
+    """Capture + tracking in a background thread, handing ``(frame, img, faces, t, t_cap)``
+    to the consumer: in order through a 2-slot queue for files, through a 1-slot mailbox that
+    keeps only the newest item for live sources. Exceptions from the source or the tracker are
+    re-raised in the consumer."""
+
+    def __init__(self, pipeline: "Pipeline", source, live: bool, max_frames: Optional[int]):
+        self._p, self._source, self._live, self._max = pipeline, source, live, max_frames
+        self._cv = threading.Condition()
+        self._q: deque = deque()
+        self._cap = 1 if live else 2
+        self._done = False
+        self._stop = False
+        self._error: Optional[BaseException] = None
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="warpcam-track", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._p._tracked(self._source, self._max):
+                with self._cv:
+                    if self._live:
+                        if len(self._q) >= self._cap:
+                            self._q.popleft()
+                            self.dropped += 1
+                    else:
+                        while len(self._q) >= self._cap and not self._stop:
+                            self._cv.wait(0.1)
+                    if self._stop:
+                        return
+                    self._q.append(item)
+                    self._cv.notify_all()
+        except BaseException as exc:  # handed to the consumer
+            with self._cv:
+                self._error = exc
+        finally:
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def items(self):
+        while True:
+            with self._cv:
+                while not self._q and not self._done:
+                    self._cv.wait(0.1)
+                if self._q:
+                    item = self._q.popleft()
+                    self._cv.notify_all()
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            yield item
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5.0)

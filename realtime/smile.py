@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
 from realtime import landmarks as lm
-from realtime.geometry import border_window, flow_jacobian_det, pixel_grid, roi_affine, to_crop
+from realtime.geometry import (CropCache, border_window, flow_jacobian_det, pixel_grid,
+                               roi_affine, to_crop)
 from realtime.types import Face, WarpJob
 
 # Displacements at S = +1 / -1, in units of the corner-to-corner mouth width, in the mouth
@@ -125,11 +126,15 @@ class SmileEditor:
     fades out between 25 and 45 degrees of head yaw.
     """
 
-    def __init__(self, settings: SmileSettings):
+    def __init__(self, settings: SmileSettings, cache: bool = True):
         self.settings = settings
+        #: crop-space fields reused while the mouth holds still (see CropCache); None disables.
+        self.cache: Optional[CropCache] = CropCache(tol=0.2) if cache else None
 
     def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
         s = self.settings.strength
+        if self.cache is not None:
+            self.cache.tick()
         if abs(s) < 1e-3:
             return []
         out = []
@@ -161,26 +166,35 @@ class SmileEditor:
         crop_h = int(round(crop_w * roi_h / roi_w))
         A = roi_affine(centre, angle, roi_w, roi_h, crop_w, crop_h)
         scale = roi_w / crop_w
-        groups = dict(
-            corners=to_crop(pts[[lm.MOUTH_RIGHT_CORNER, lm.MOUTH_LEFT_CORNER]], A),
-            lips=to_crop(pts[lips_idx], A),
-            cheeks=to_crop(pts[lm.CHEEK_RIGHT + lm.CHEEK_LEFT], A),
-            anchors=np.concatenate([to_crop(pts[[lm.NOSE_TIP, 2, 98, 327, lm.CHIN, 199]], A),
-                                    _border_points(crop_h, crop_w)]),
-        )
-        src, disp = mouth_displacements(groups, s, mouth_w / scale)
-        keep = np.all((src > -2) & (src < [crop_w + 1, crop_h + 1]), axis=1)
-        src, disp = src[keep], disp[keep]
-        flow = None
-        for _ in range(5):
-            flow = smile_flow(crop_h, crop_w, src, disp)
-            if flow_jacobian_det(flow).min() > 0.25:
-                break
-            disp = disp * 0.7
-        # Composite only where the warp moves something (saves work on the flat margin).
-        moving = (np.abs(flow).max(axis=2) > 0.01).astype(np.uint8)
-        alpha = cv2.dilate(moving, np.ones((3, 3), np.uint8)).astype(np.float32)
-        corners_shift = A[:, :2] @ disp[:2].T
+        idx = ([lm.MOUTH_RIGHT_CORNER, lm.MOUTH_LEFT_CORNER] + lips_idx
+               + lm.CHEEK_RIGHT + lm.CHEEK_LEFT + [lm.NOSE_TIP, 2, 98, 327, lm.CHIN, 199])
+        crop_pts = to_crop(pts[idx], A)
+        key = face.track_id
+        signature = np.concatenate([crop_pts.ravel(), [crop_w, crop_h, 10.0 * s]])
+        fields = self.cache.get(key, signature) if self.cache is not None else None
+        if fields is None:
+            n_l, n_c = len(lips_idx), len(lm.CHEEK_RIGHT) + len(lm.CHEEK_LEFT)
+            groups = dict(corners=crop_pts[:2], lips=crop_pts[2:2 + n_l],
+                          cheeks=crop_pts[2 + n_l:2 + n_l + n_c],
+                          anchors=np.concatenate([crop_pts[2 + n_l + n_c:],
+                                                  _border_points(crop_h, crop_w)]))
+            src, disp = mouth_displacements(groups, s, mouth_w / scale)
+            keep = np.all((src > -2) & (src < [crop_w + 1, crop_h + 1]), axis=1)
+            src, disp = src[keep], disp[keep]
+            flow = None
+            for _ in range(5):
+                flow = smile_flow(crop_h, crop_w, src, disp)
+                if flow_jacobian_det(flow).min() > 0.25:
+                    break
+                disp = disp * 0.7
+            # Composite only where the warp moves something (saves work on the flat margin).
+            moving = (np.abs(flow).max(axis=2) > 0.01).astype(np.uint8)
+            alpha = cv2.dilate(moving, np.ones((3, 3), np.uint8)).astype(np.float32)
+            fields = (flow, alpha, disp[:2].copy())
+            if self.cache is not None:
+                self.cache.put(key, signature, fields)
+        flow, alpha, corner_disp = fields
+        corners_shift = A[:, :2] @ corner_disp.T
         return WarpJob(crop_to_frame=A, flow=flow, alpha=alpha, kind="mouth",
                        face_id=face.track_id,
                        meta=dict(strength=s, fade=fade, corner_shift_px=corners_shift.T))

@@ -10,6 +10,7 @@ Conventions used everywhere in warpcam:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -145,14 +146,27 @@ class WarpJob:
         """Integer frame box ``(x0, y0, x1, y1)`` (exclusive end) covered by the crop, clipped to
         the frame; ``None`` when the crop lies wholly outside."""
         h, w = self.size
-        corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [-0.5, h - 0.5, 1],
-                            [w - 0.5, h - 0.5, 1]], dtype=np.float64)
-        pts = corners @ self.crop_to_frame.T
-        H, W = frame_shape[:2]
-        x0 = max(int(np.floor(pts[:, 0].min())), 0)
-        y0 = max(int(np.floor(pts[:, 1].min())), 0)
-        x1 = min(int(np.ceil(pts[:, 0].max())) + 1, W)
-        y1 = min(int(np.ceil(pts[:, 1].max())) + 1, H)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return x0, y0, x1, y1
+        return affine_box(self.crop_to_frame, -0.5, -0.5, w - 0.5, h - 0.5, frame_shape)
+
+
+def affine_box(a: np.ndarray, u0: float, v0: float, u1: float, v1: float, frame_shape,
+               clip=None) -> Optional[tuple]:
+    """Integer frame box ``(x0, y0, x1, y1)`` (exclusive end) around the image of the crop
+    rectangle ``[u0, u1] x [v0, v1]`` under the 2 x 3 affine ``a``, clipped to the frame (and to
+    the box ``clip`` when given); ``None`` when empty.
+
+    Plain Python on 4 corners: numpy calls on such tiny arrays cost more than the arithmetic.
+    """
+    a00, a01, a02 = float(a[0, 0]), float(a[0, 1]), float(a[0, 2])
+    a10, a11, a12 = float(a[1, 0]), float(a[1, 1]), float(a[1, 2])
+    xs = [a00 * u + a01 * v + a02 for u, v in ((u0, v0), (u1, v0), (u0, v1), (u1, v1))]
+    ys = [a10 * u + a11 * v + a12 for u, v in ((u0, v0), (u1, v0), (u0, v1), (u1, v1))]
+    H, W = frame_shape[:2]
+    cx0, cy0, cx1, cy1 = clip if clip is not None else (0, 0, W, H)
+    x0 = max(math.floor(min(xs)), 0, cx0)
+    y0 = max(math.floor(min(ys)), 0, cy0)
+    x1 = min(math.ceil(max(xs)) + 1, W, cx1)
+    y1 = min(math.ceil(max(ys)) + 1, H, cy1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
