@@ -242,7 +242,8 @@ class GazeSettings:
         eye_contact: redirect toward the camera instead (adds to any fixed redirection).
         camera_offset_cm: camera height above the screen centre, for eye contact.
         fov_deg: the camera's horizontal field of view, for the viewing distance.
-        full_below_deg, none_beyond_deg: head-turn and gaze-offset fade.
+        full_below_deg, none_beyond_deg: head-turn (yaw) and gaze-offset fade; head pitch
+            fades 10 degrees later, since its zero varies between people.
         lid_follow: ``(upper, lower)``: how much each lid follows a vertical gaze change
             (0 = lids fixed). The upper lid follows the eye almost one to one in vertical gaze
             (lid-eye coordination); the lower lid much less.
@@ -347,8 +348,11 @@ class GazeCorrector:
             return out
         for face in faces:
             delta = np.array([s.pitch_deg, s.yaw_deg], np.float64)
-            fade_face = fade_between(max(abs(face.yaw), abs(face.pitch)), s.full_below_deg,
-                                     s.none_beyond_deg)
+            # Head pitch from the mesh has a per-person zero (how the head is held, the
+            # forehead-chin line): frontal faces read -10..+10 deg, so pitch fades 10 deg later.
+            fade_face = (fade_between(abs(face.yaw), s.full_below_deg, s.none_beyond_deg)
+                         * fade_between(abs(face.pitch), s.full_below_deg + 10.0,
+                                        s.none_beyond_deg + 10.0))
             if s.eye_contact:
                 d_contact, fade_off = self._eye_contact_delta(face, image.shape, t)
                 delta = delta + d_contact

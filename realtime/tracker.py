@@ -100,7 +100,9 @@ def iris_measures(points: np.ndarray) -> tuple:
         dh = np.linalg.norm(p1 - p3)
         dv = np.linalg.norm(p2 - p4)
         d = 0.5 * (dh + dv)
-        roundness = 1.0 - min(abs(dh - dv) / (d + 1e-6) / 0.3, 1.0)
+        # mediapipe draws a circle even under the lids; a ring much taller than wide (or the
+        # reverse) means it lost the iris. Up to 25 % is normal (small irises are quantised).
+        roundness = 1.0 - min(max(abs(dh - dv) / (d + 1e-6) - 0.25, 0.0) / 0.35, 1.0)
         width = np.linalg.norm(points[a] - points[b]) + 1e-6
         axis = (points[b] - points[a]) / width
         t = np.dot(c - points[a], axis) / width  # 0 at the outer corner, 1 at the inner

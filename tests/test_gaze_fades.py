@@ -1,0 +1,102 @@
+"""Gaze fades (blink, head turn, unreliable iris), eye contact, and the smile's fold check, on
+the astronaut photo's real landmarks."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from realtime.gaze import GazeCorrector, GazeSettings, fade_between
+from realtime.geometry import flow_jacobian_det
+from realtime.smile import SmileEditor, SmileSettings
+from realtime.tracker import FaceTracker
+from tests.realdata import astronaut_bgr, read_frames
+
+
+@pytest.fixture(scope="module")
+def face():
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        faces = tr.track(astronaut_bgr())
+    assert len(faces) == 1
+    return faces[0]
+
+
+def shifts(face, **kw):
+    jobs = GazeCorrector(GazeSettings(**kw), cache=False).jobs(astronaut_bgr(), [face])
+    return {j.kind: np.hypot(*j.meta["iris_shift_px"]) for j in jobs}
+
+
+def test_fade_between():
+    assert fade_between(5, 10, 35) == 1.0
+    assert fade_between(40, 10, 35) == 0.0
+    mid = fade_between(22.5, 10, 35)
+    assert 0.4 < mid < 0.6
+    assert fade_between(15, 10, 35) > fade_between(20, 10, 35)
+
+
+def test_full_strength_on_a_frontal_open_face(face):
+    s = shifts(face, pitch_deg=10.0)
+    assert set(s) == {"eye_right", "eye_left"}
+    for k, side in enumerate(("eye_right", "eye_left")):
+        expected = 12 / 11.7 * face.iris_diameter_px[k] * np.sin(np.radians(10))
+        assert s[side] == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("yaw, pitch, expect", [(5.0, 0.0, 1.0), (22.5, 0.0, 0.5),
+                                                (-40.0, 0.0, 0.0), (0.0, 15.0, 1.0),
+                                                (0.0, -32.5, 0.5), (0.0, 50.0, 0.0)])
+def test_head_turn_fades_the_correction(face, yaw, pitch, expect):
+    full = shifts(dataclasses.replace(face, yaw=0.0, pitch=0.0), pitch_deg=10.0)
+    turned = shifts(dataclasses.replace(face, yaw=yaw, pitch=pitch), pitch_deg=10.0)
+    for side, v in full.items():
+        assert turned.get(side, 0.0) == pytest.approx(expect * v, abs=0.12 * v)
+
+
+def test_blink_and_wink_fade_per_eye(face):
+    winking = dataclasses.replace(face, eye_openness=(0.05, face.eye_openness[1]))
+    s = shifts(winking, pitch_deg=10.0)
+    assert "eye_right" not in s and "eye_left" in s
+
+
+def test_unreliable_iris_fades(face):
+    s = shifts(dataclasses.replace(face, iris_confidence=(0.0, 0.0)), pitch_deg=10.0)
+    assert s == {}
+
+
+def test_no_jobs_when_disabled_or_zero(face):
+    assert shifts(face) == {}
+    assert shifts(face, pitch_deg=10.0, enabled=False) == {}
+
+
+def test_eye_contact_redirects_up_for_someone_looking_down():
+    frames = read_frames("looks_down_blinks_512.mp4", every=3)
+    g = GazeCorrector(GazeSettings(eye_contact=True, camera_offset_cm=3.0))
+    deltas = []
+    with FaceTracker(max_faces=1) as tr:
+        for i, img in enumerate(frames):
+            faces = tr.track(img, i * 0.1)
+            deltas += [j.meta["delta_deg"] for j in g.jobs(img, faces, i * 0.1)]
+    deltas = np.array(deltas)
+    assert len(deltas) > 30
+    # Camera above the screen the person reads: the median correction points up.
+    assert np.median(deltas[:, 0]) > 1.0
+    assert np.all(np.abs(deltas) < 40)
+
+
+@pytest.mark.parametrize("strength", [-1.0, -0.5, 0.5, 1.0])
+def test_smile_flow_is_fold_free_and_local(face, strength):
+    jobs = SmileEditor(SmileSettings(strength), cache=False).jobs(astronaut_bgr(), [face])
+    assert len(jobs) == 1
+    j = jobs[0]
+    assert flow_jacobian_det(j.flow).min() > 0.25
+    # zero on the crop border: feathered into the face
+    assert np.abs(j.flow[0]).max() == 0 and np.abs(j.flow[-1]).max() == 0
+    assert np.abs(j.flow[:, 0]).max() == 0 and np.abs(j.flow[:, -1]).max() == 0
+    # the corners move up for a smile, down for a frown (frame y points down)
+    assert np.sign(j.meta["corner_shift_px"][:, 1]).tolist() == [-np.sign(strength)] * 2
+
+
+def test_smile_strength_is_validated():
+    with pytest.raises(ValueError):
+        SmileSettings(1.5)
+    with pytest.raises(ValueError):
+        SmileSettings(float("nan"))
