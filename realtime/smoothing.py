@@ -30,8 +30,10 @@ class OneEuroFilter:
     """
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
-        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
-            raise ValueError("min_cutoff and d_cutoff must be > 0 and beta >= 0")
+        if not (math.isfinite(min_cutoff) and min_cutoff > 0 and math.isfinite(d_cutoff)
+                and d_cutoff > 0 and math.isfinite(beta) and beta >= 0):
+            raise ValueError("min_cutoff and d_cutoff must be finite and > 0, beta finite and "
+                             f">= 0; got {min_cutoff}, {d_cutoff}, {beta}")
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.reset()
 

@@ -191,9 +191,10 @@ class FaceTracker:
 
     def detect(self, image_bgr: np.ndarray) -> list:
         """Raw FaceMesh output: list of ``478 x 3`` float arrays (x, y, z in pixels)."""
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(f"image must be H x W x 3 uint8 BGR, got {image_bgr.shape} "
-                             f"{image_bgr.dtype}")
+        if (image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8
+                or image_bgr.size == 0):
+            raise ValueError(f"image must be a non-empty H x W x 3 uint8 BGR array, got "
+                             f"{image_bgr.shape} {image_bgr.dtype}")
         h, w = image_bgr.shape[:2]
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         rgb.flags.writeable = False
