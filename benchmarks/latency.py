@@ -13,6 +13,21 @@ the same in-memory frames, in one process and alternating rounds:
 Prints p50/p99 per stage in ms, fps, effects+composite per face, and the ratio of the full
 pipeline to tracking alone (p50 per frame); writes everything to a JSON file
 (default ``benchmarks/results/latency.json``).
+
+**Live mode** (``--live``): the latency a person on a call sees. The decoded frames are served
+by a fake camera at ``--fps`` (30) on a fixed schedule (a frame the grabber does not fetch
+before the next one is due is lost, as with a 1-frame driver buffer), through the whole live path
+of the CLI: :class:`~realtime.sources.WebcamSource` grabber thread, the
+:class:`~realtime.sources.ReconnectingSource` wrapper, the pipeline's tracking thread, effects,
+composite, and a sink of the camera's size. Per frame it measures the time from the frame
+becoming available (its slot in the camera schedule) to the sink finishing with it, and counts
+every camera frame that never reached the sink. Conditions: ``plumbing`` (no tracker, no
+effects: the cost of the path itself), ``tracking`` (effects off) and ``effects`` (gaze + smile)::
+
+    python -m benchmarks.latency --live --input ../shared/data/real/videos/two_faces_1280x720.mp4 \
+        --seconds 20
+
+Writes ``benchmarks/results/latency_live.json`` (``--json`` to change it).
 """
 from __future__ import annotations
 
@@ -39,8 +54,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--frames", type=int, default=300, help="frames to use (default 300)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
-    ap.add_argument("--json", default="benchmarks/results/latency.json")
+    ap.add_argument("--json", default=None,
+                    help="output JSON (default benchmarks/results/latency.json, or "
+                         "latency_live.json with --live; '' to skip)")
+    ap.add_argument("--live", action="store_true",
+                    help="live mode: a paced fake camera through the whole live path (see above)")
+    ap.add_argument("--fps", type=float, default=30.0, help="live: camera frame rate (30)")
+    ap.add_argument("--seconds", type=float, default=20.0,
+                    help="live: seconds measured per condition, after warm-up (20)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="live: seconds not measured (2)")
+    ap.add_argument("--conditions", default="plumbing,tracking,effects",
+                    help="live: comma-separated subset of plumbing,tracking,effects")
+    ap.add_argument("--clip-frames", type=int, default=90,
+                    help="live: frames of the input kept in memory and looped (90: 250 MB at "
+                         "720p)")
+    ap.add_argument("--plot", default="docs/reliability_latency_live.png",
+                    help="live: latency distribution plot ('' to skip)")
     a = ap.parse_args(argv)
+    if a.json is None:
+        a.json = "benchmarks/results/latency_live.json" if a.live else \
+            "benchmarks/results/latency.json"
+    if a.live:
+        return live_main(a)
 
     from kernels import get_compositor
     from realtime.gaze import GazeSettings
@@ -140,6 +175,255 @@ def main(argv=None) -> dict:
         Path(a.json).write_text(json.dumps(res, indent=2))
         print(f"wrote {a.json}")
     return res
+
+
+# ------------------------------------------------------------------------------------------------
+# live mode
+# ------------------------------------------------------------------------------------------------
+
+class PacedCapture:
+    """A ``cv2.VideoCapture`` stand-in that is a camera running on its own clock.
+
+    Frame ``k`` becomes available at ``t0 + k / fps`` (``t0`` = the first read). ``read()``
+    returns the newest frame already available, waiting for the next one when it has none; the
+    frames that became available and were replaced before a read took them are lost (a camera
+    with a 1-frame driver buffer). ``served`` records, for each successful read (the
+    :class:`~realtime.sources.WebcamSource` sequence number), the camera frame number and the
+    moment it became available.
+    """
+
+    def __init__(self, images, fps: float):
+        self.images, self.period = images, 1.0 / float(fps)
+        self.t0 = None
+        self.next_k = 0          # next camera frame nobody has read yet
+        self.served = []         # [(camera frame number, available_at perf_counter)]
+        self.stop_after = None   # camera frames to produce (None: for ever)
+        self.props = {}
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return self.props.get(prop, 0.0)
+
+    def release(self):
+        pass
+
+    def read(self):
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+        newest = int((now - self.t0) / self.period)  # newest frame available now
+        if newest < self.next_k:  # nothing new yet: wait for frame next_k
+            at = self.t0 + self.next_k * self.period
+            time.sleep(max(0.0, at - time.perf_counter()))
+            k = self.next_k
+        else:
+            k = newest  # older unread frames were overwritten in the 1-frame buffer
+        if self.stop_after is not None and k >= self.stop_after:
+            time.sleep(self.period)
+            return False, None
+        self.next_k = k + 1
+        self.served.append((k, self.t0 + k * self.period))
+        return True, self.images[k % len(self.images)].copy()
+
+
+def _timing_sink(width, height, done_when):
+    """A live sink of the camera's size that stamps when it is done with each frame and asks
+    the pipeline to stop (key ``q``) once ``done_when()`` is true."""
+    from realtime.sinks import NullSink
+
+    class _TimingSink(NullSink):
+        def __init__(self):
+            super().__init__(width, height)
+            self.done = []  # (frame index, status, perf_counter when done)
+
+        @property
+        def is_live(self):
+            return True
+
+        def _write(self, frame, image):
+            self.done.append((frame.index, getattr(frame, "status", None), time.perf_counter()))
+
+        def poll_key(self):
+            return "q" if done_when() else None
+
+    return _TimingSink()
+
+
+def _live_condition(name, images, a, width, height):
+    from kernels import get_compositor
+    from realtime.gaze import GazeSettings
+    from realtime.pipeline import EffectSettings, Pipeline, StageTimer
+    from realtime.smile import SmileSettings
+    from realtime.sources import ReconnectingSource, WebcamSource
+    from realtime.tracker import FaceTracker
+
+    class _NoTracker:
+        def track(self, image, t=None):
+            return []
+
+        def close(self):
+            pass
+
+    off = EffectSettings(gaze=GazeSettings(enabled=False), smile=SmileSettings(0.0))
+    if name == "plumbing":
+        tracker, settings = _NoTracker(), off
+    else:
+        tracker = FaceTracker(max_faces=a.max_faces)
+        for img in images[:10]:  # the graph's start-up is not part of a call
+            tracker.track(img)
+        settings = off if name == "tracking" else EffectSettings(
+            gaze=GazeSettings(pitch_deg=a.gaze_pitch), smile=SmileSettings(a.smile))
+    total = int(round((a.warmup + a.seconds) * a.fps))
+    cap = PacedCapture(images, a.fps)
+    cap.stop_after = total
+    cam = WebcamSource(0, width, height, a.fps, capture_factory=lambda i, api: cap,
+                       frame_timeout=5.0, first_frame_timeout=5.0)
+    src = ReconnectingSource(lambda: cam, first=cam)
+    served_last = {"seq": None, "t": None}
+
+    def done():
+        # the camera has produced its last frame, and that frame is out (or 1 s passed)
+        if cap.next_k < total:
+            return False
+        if served_last["t"] is None:
+            served_last["seq"], served_last["t"] = len(cap.served) - 1, time.perf_counter()
+        got = any(idx == served_last["seq"] for idx, _, _ in sink.done[-4:])
+        return got or time.perf_counter() - served_last["t"] > 1.0
+
+    sink = _timing_sink(width, height, done)
+    timer = StageTimer(window=None)
+    pipe = Pipeline(tracker, get_compositor(a.backend), settings, timer=timer, inplace=True)
+    t_start = time.perf_counter()
+    with src:
+        stats = pipe.run(src, sink)
+    wall = time.perf_counter() - t_start
+    tracker.close()
+
+    warm = int(round(a.warmup * a.fps))
+    avail = dict(enumerate(cap.served))  # WebcamSource seq -> (camera frame, available_at)
+    lat, delivered = [], set()
+    for idx, status, t_done in sink.done:
+        if status is not None or idx not in avail:
+            continue
+        k, at = avail[idx]
+        if k < warm:
+            continue
+        delivered.add(k)
+        lat.append(t_done - at)
+    counted = list(range(warm, min(total, cap.next_k)))
+    read_ks = {k for k, _ in cap.served}
+    dropped = sum(1 for k in counted if k not in delivered)
+    lost_at_camera = sum(1 for k in counted if k not in read_ks)
+    lat_ms = np.asarray(lat) * 1e3
+
+    def pct(q):
+        return float(np.percentile(lat_ms, q)) if lat else float("nan")
+
+    res = dict(
+        condition=name, frames_measured=len(counted), delivered=len(lat), dropped=dropped,
+        dropped_fraction=dropped / max(len(counted), 1),
+        dropped_before_grabber=lost_at_camera,
+        dropped_in_pipeline=dropped - lost_at_camera,
+        status_frames=stats.get("status_frames", {}),
+        latency_ms=dict(p50=pct(50), p90=pct(90), p99=pct(99),
+                        max=float(lat_ms.max()) if lat else float("nan"),
+                        mean=float(lat_ms.mean()) if lat else float("nan")),
+        stages={k: dict(p50_ms=v["p50_ms"], p99_ms=v["p99_ms"])
+                for k, v in stats["stages"].items()},
+        wall_seconds=wall,
+    )
+    return res, lat_ms
+
+
+def live_main(a) -> dict:
+    """``--live``: see the module docstring."""
+    from realtime.sources import VideoFileSource
+
+    images = []
+    with VideoFileSource(a.input) as src:
+        for fr in src:
+            images.append(fr.image)
+            if len(images) >= a.clip_frames:
+                break
+    if not images:
+        raise SystemExit(f"no frames decoded from {a.input}")
+    h, w = images[0].shape[:2]
+    interval_ms = 1000.0 / a.fps
+    conditions = [c.strip() for c in a.conditions.split(",") if c.strip()]
+    for c in conditions:
+        if c not in ("plumbing", "tracking", "effects"):
+            raise SystemExit(f"unknown condition {c!r} (plumbing, tracking, effects)")
+    results, series = {}, {}
+    for c in conditions:
+        res, lat_ms = _live_condition(c, images, a, w, h)
+        results[c] = res
+        series[c] = lat_ms.tolist()
+    out = dict(
+        mode="live", input=str(a.input), size=[w, h], fps=a.fps, frame_interval_ms=interval_ms,
+        seconds=a.seconds, warmup=a.warmup, max_faces=a.max_faces, gaze_pitch=a.gaze_pitch,
+        smile=a.smile, backend=a.backend, conditions=results,
+        goal=dict(p99_added_latency_below_ms=interval_ms, dropped_frames=0),
+        machine=dict(cpu=platform.processor() or platform.machine(),
+                     cores=__import__("os").cpu_count(), python=platform.python_version(),
+                     loadavg=list(__import__("os").getloadavg())
+                     if hasattr(__import__("os"), "getloadavg") else None),
+        latency_series_ms=series,
+    )
+    for c, r in results.items():
+        r["meets_goal"] = bool(r["latency_ms"]["p99"] < interval_ms and r["dropped"] == 0)
+    print(f"{a.input}: {w}x{h} at {a.fps:g} fps (frame interval {interval_ms:.1f} ms), "
+          f"{a.seconds:g} s per condition after {a.warmup:g} s warm-up, backend {a.backend}")
+    print(f"{'condition':10s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'dropped':>12s} "
+          f"{'p99 < 1 frame, 0 drops':>24s}")
+    for c, r in results.items():
+        L = r["latency_ms"]
+        print(f"{c:10s} {L['p50']:8.1f} {L['p99']:8.1f} {L['max']:8.1f} "
+              f"{r['dropped']:5d}/{r['frames_measured']:<6d} {str(r['meets_goal']):>24s}")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {a.json}")
+    if a.plot:
+        plot_live(out, a.plot)
+        print(f"wrote {a.plot}")
+    return out
+
+
+def plot_live(res: dict, path: str) -> None:
+    """Cumulative distribution of the per-frame latency of each condition, with the frame
+    interval marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, lat in res["latency_series_ms"].items():
+        v = np.sort(np.asarray(lat))
+        if v.size:
+            r = res["conditions"][name]
+            ax.plot(v, np.arange(1, v.size + 1) / v.size,
+                    label=f"{name}: p50 {r['latency_ms']['p50']:.1f}, p99 "
+                          f"{r['latency_ms']['p99']:.1f} ms, dropped {r['dropped']}")
+    ax.axvline(res["frame_interval_ms"], color="k", ls="--", lw=1,
+               label=f"frame interval {res['frame_interval_ms']:.1f} ms")
+    ax.set_xlabel("frame available -> sink done (ms)")
+    ax.set_ylabel("fraction of frames")
+    w, h = res["size"]
+    ax.set_title(f"live path latency, {w}x{h} at {res['fps']:g} fps "
+                 f"(load avg {res['machine'].get('loadavg', [float('nan')])[0]:.1f})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

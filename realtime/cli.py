@@ -13,8 +13,15 @@ from typing import List, Optional
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``warpcam: error: ...``) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="warpcam",
         description="Realtime gaze correction and smile control for a webcam or a video file. "
                     "Angles in degrees: pitch positive = up, yaw positive = toward the subject's "
@@ -46,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=720, help="webcam capture height")
     p.add_argument("--fps", type=float, default=30.0, help="webcam capture frame rate")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--gaze-model", nargs="?", const="", default=None, metavar="FILE",
+                   help="redirect the gaze with a trained DeepWarp network (.pt2) instead of the "
+                        "landmark-driven warp; without FILE: the bundled "
+                        "models/gaze_deepwarp.pt2 (default: the landmark-driven warp)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="record a minute of you following dots in a window and train a personal "
+                        "gaze model (same as `warpcam calibrate`; see `warpcam calibrate --help`)")
     return p
 
 
@@ -60,9 +74,18 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--gaze-pitch and --gaze-yaw must be within +-30 degrees")
     if a.max_faces < 1:
         p.error(f"--max-faces must be >= 1, got {a.max_faces}")
+    if a.width <= 0 or a.height <= 0:
+        p.error(f"--width and --height must be > 0, got {a.width}x{a.height}")
+    if not (math.isfinite(a.fps) and a.fps > 0):
+        p.error(f"--fps must be > 0, got {a.fps}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["calibrate"] or "--calibrate" in argv:
+        # Training code, imported only for this sub-command (the frame path never needs it).
+        from training.gaze.calibrate import main as calibrate
+        return calibrate([a for a in argv if a not in ("calibrate", "--calibrate")])
     parser = build_parser()
     args = parser.parse_args(argv)
     _validate(parser, args)
@@ -74,7 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from realtime.pipeline import EffectSettings, Pipeline
     from realtime.sinks import SinkError, open_sink
     from realtime.smile import SmileSettings
-    from realtime.sources import ImageSource, SourceError, open_source
+    from realtime.sources import (ImageSource, ReconnectingSource, SourceError, WebcamSource,
+                                  open_source)
     from realtime.tracker import FaceTracker
 
     def fail(msg: str) -> int:
@@ -85,10 +109,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         compositor = get_compositor(args.backend)
     except BackendError as exc:
         return fail(str(exc))
+    gaze_model = None
+    if args.gaze_model is not None:  # checked before the first frame
+        from realtime.gaze_model import GazeModelError, load_gaze_model
+        try:
+            gaze_model = load_gaze_model(args.gaze_model or None)
+        except GazeModelError as exc:
+            return fail(str(exc))
     try:
         source = open_source(args.input, width=args.width, height=args.height, fps=args.fps)
     except SourceError as exc:
         return fail(str(exc))
+    if isinstance(source, WebcamSource):
+        # A camera that stalls or is unplugged mid-call: keep the virtual camera fed (last
+        # frame, then "camera lost") and reopen it until it is back.
+        source = ReconnectingSource(
+            lambda: open_source(args.input, width=args.width, height=args.height, fps=args.fps),
+            first=source)
     with source:
         eye_contact = args.eye_contact if args.eye_contact is not None else source.is_live
         settings = EffectSettings(
@@ -99,18 +136,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             sink = open_sink(args.output, source=source, preview=args.preview)
         except SinkError as exc:
             return fail(str(exc))
-        tracker = FaceTracker(max_faces=args.max_faces,
-                              static_images=isinstance(source, ImageSource))
-        pipeline = Pipeline(tracker, compositor, settings, inplace=True)
+        tracker = None
         try:
+            # Inside the try: a failure or Ctrl-C while mediapipe starts still aborts the sink.
+            tracker = FaceTracker(max_faces=args.max_faces,
+                                  static_images=isinstance(source, ImageSource))
+            pipeline = Pipeline(tracker, compositor, settings, inplace=True,
+                                gaze_model=gaze_model)
             stats = pipeline.run(source, sink, progress=not args.quiet)
-        except (SourceError, SinkError) as exc:
+        except (SourceError, SinkError, ValueError) as exc:
+            sink.abort()
             return fail(str(exc))
         except KeyboardInterrupt:
+            sink.abort()
             print("warpcam: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BaseException:
+            sink.abort()
+            raise
         finally:
-            tracker.close()
+            if tracker is not None:
+                tracker.close()
     if not args.quiet:
         st = stats["stages"]
         parts = [f"{k} {v['p50_ms']:.1f}" for k, v in st.items()

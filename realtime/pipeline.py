@@ -26,17 +26,79 @@ log = logging.getLogger("warpcam")
 STAGES = ("capture", "tracking", "effects", "composite", "output", "total")
 
 
-class StageTimer:
-    """Collects per-stage durations (seconds) and summarises them in milliseconds."""
+#: Samples a :class:`StageTimer` keeps per stage by default: about 73 minutes at 30 fps, at most
+#: 1 MiB per stage. A live session runs for hours; an unbounded record grew by ~24 MB an hour.
+DEFAULT_TIMER_WINDOW = 1 << 17
 
-    def __init__(self, window: Optional[int] = None):
-        self._t: Dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
+
+class _Ring:
+    """The last ``window`` float64 samples (all of them for ``window=None``) in a NumPy array
+    that grows by doubling: 8 bytes a sample instead of a Python float in a deque (~32)."""
+
+    __slots__ = ("window", "buf", "n")
+
+    def __init__(self, window: Optional[int]):
+        self.window = window
+        self.buf = np.empty(64 if window is None else min(64, window), np.float64)
+        self.n = 0  # samples ever added
+
+    def append(self, x: float) -> None:
+        cap = self.buf.size
+        if self.window is None or cap < self.window:
+            if self.n == cap:
+                grown = np.empty(cap * 2 if self.window is None else min(cap * 2, self.window),
+                                 np.float64)
+                grown[:cap] = self.buf
+                self.buf = grown
+            self.buf[self.n] = x
+        else:
+            self.buf[self.n % cap] = x
+        self.n += 1
+
+    def values(self) -> np.ndarray:
+        cap = self.buf.size
+        if self.n <= cap:
+            return self.buf[: self.n].copy()
+        k = self.n % cap
+        return np.concatenate([self.buf[k:], self.buf[:k]])
+
+    def last(self, k: int) -> np.ndarray:
+        cap = self.buf.size
+        m = min(k, self.n, cap)
+        if self.n <= cap:
+            return self.buf[self.n - m: self.n].copy()
+        idx = (np.arange(self.n - m, self.n)) % cap
+        return self.buf[idx]
+
+    def __len__(self) -> int:
+        return min(self.n, self.buf.size)
+
+
+class StageTimer:
+    """Collects per-stage durations (seconds) and summarises them in milliseconds.
+
+    Args:
+        window: how many of the most recent samples each stage keeps (``None``: all of them,
+            for benchmarks that need every sample; memory then grows with the run).
+    """
+
+    def __init__(self, window: Optional[int] = DEFAULT_TIMER_WINDOW):
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 or None, got {window!r}")
+        self._t: Dict[str, _Ring] = defaultdict(lambda: _Ring(window))
 
     def add(self, stage: str, seconds: float) -> None:
         self._t[stage].append(seconds)
 
     def values_ms(self, stage: str) -> np.ndarray:
-        return np.asarray(self._t.get(stage, ()), np.float64) * 1e3
+        """The kept samples of ``stage`` in milliseconds, oldest first."""
+        ring = self._t.get(stage)
+        return ring.values() * 1e3 if ring is not None else np.zeros(0, np.float64)
+
+    def last_ms(self, stage: str, n: int) -> np.ndarray:
+        """The ``n`` most recent samples of ``stage`` in milliseconds (cheap: for the HUD)."""
+        ring = self._t.get(stage)
+        return ring.last(n) * 1e3 if ring is not None else np.zeros(0, np.float64)
 
     def summary(self) -> Dict[str, dict]:
         """``{stage: {"p50_ms", "p99_ms", "mean_ms", "n"}}`` for every stage seen."""
@@ -66,18 +128,24 @@ class Pipeline:
         compositor: a backend from :func:`kernels.get_compositor`.
         settings: :class:`EffectSettings`; changes take effect on the next frame.
         timer: where stage times go (a new :class:`StageTimer` by default).
+        gaze_model: a :class:`~realtime.gaze_model.GazeModel` (``load_gaze_model``): the gaze
+            effect then uses the trained network instead of the landmark-driven warp.
         inplace: composite into the frame's own array (saves a full-frame copy; use it when
             the frames are not needed afterwards, as in :meth:`run`).
     """
 
     def __init__(self, tracker, compositor, settings: Optional[EffectSettings] = None,
-                 timer: Optional[StageTimer] = None, inplace: bool = False):
+                 timer: Optional[StageTimer] = None, inplace: bool = False, gaze_model=None):
         self.tracker = tracker
         self.compositor = compositor
         self.settings = settings or EffectSettings()
         self.timer = timer or StageTimer()
         self.inplace = inplace
-        self.gaze = GazeCorrector(self.settings.gaze)
+        if gaze_model is not None:  # a loaded realtime.gaze_model.GazeModel: model-driven gaze
+            from realtime.gaze_model import ModelGazeCorrector
+            self.gaze = ModelGazeCorrector(self.settings.gaze, gaze_model)
+        else:
+            self.gaze = GazeCorrector(self.settings.gaze)
         self.smile = SmileEditor(self.settings.smile)
         self.frames = 0
         self.faces_seen = 0
@@ -103,6 +171,9 @@ class Pipeline:
         """
         img = to_bgr8(frame.image)
         t = frame.pts_seconds if frame.pts_seconds is not None else frame.index / 30.0
+        if getattr(frame, "status", None) is not None:
+            # A frame a ReconnectingSource made up (camera late or lost): nothing to track.
+            return img, [], t
         t0 = time.perf_counter()
         faces: List[Face] = self.tracker.track(img, t)
         self.timer.add("tracking", time.perf_counter() - t0)
@@ -158,6 +229,11 @@ class Pipeline:
         hands over every frame in order; a live source hands over only its newest frame (a
         frame still waiting when a newer one is tracked is dropped and counted, never queued).
 
+        Status frames of a :class:`~realtime.sources.ReconnectingSource` (camera late or lost)
+        are not tracked or edited: a ``"held"`` frame sends the last output again (the virtual
+        camera keeps showing the edited picture), a ``"lost"`` frame goes out as it is. They
+        are counted in ``stats()["status_frames"]`` and left out of the latency statistics.
+
         On any exception the sink is aborted (a file sink removes its temporary file) and the
         exception propagates; on success the sink is closed (a file sink renames its file into
         place). Returns :meth:`stats`.
@@ -172,11 +248,24 @@ class Pipeline:
         feed = _Feed(self, source, live, max_frames) if threaded else None
         try:
             items = feed.items() if feed is not None else self._tracked(source, max_frames)
+            last_out = None
+            self.status_frames = {"held": 0, "lost": 0}
             for frame, img, faces, t, t_cap in items:
+                status = getattr(frame, "status", None)
+                if status is not None:
+                    self.status_frames[status] = self.status_frames.get(status, 0) + 1
+                    held = status == "held" and last_out is not None \
+                        and last_out.shape == img.shape
+                    out, jobs = (last_out, []) if held else (img, [])
+                    sink.write(frame, out)
+                    if not self._handle_keys(sink):
+                        break
+                    continue
                 out, jobs = self.render(img, faces, t)
                 t_out0 = time.perf_counter()
                 sink.write(frame, out)
                 t_end = time.perf_counter()
+                last_out = out
                 self.timer.add("output", t_end - t_out0)
                 self.timer.add("total", t_end - t_cap)
                 if frame.captured_at is not None:
@@ -197,7 +286,10 @@ class Pipeline:
                 bar.close()
         if feed is not None:
             feed.stop()
-            self.dropped = feed.dropped
+        # Every camera frame that never reached the sink: replaced in the source's grabber
+        # (webcam, reconnecting source) or in the feed's 1-slot mailbox.
+        self.dropped = (feed.dropped if feed is not None else 0) \
+            + int(getattr(source, "dropped", 0) or 0)
         sink.close()
         self.wall_seconds = time.perf_counter() - started
         return self.stats()
@@ -230,18 +322,18 @@ class Pipeline:
             return False
         if key == "g":
             s.gaze.enabled = not s.gaze.enabled
-        elif key in "[]":
+        elif key in ("[", "]"):
             step = 0.1 if key == "]" else -0.1
             s.smile = SmileSettings(float(np.clip(round(s.smile.strength + step, 2), -1, 1)))
         return True
 
     def hud_lines(self) -> List[str]:
         """Text for the preview HUD: fps and per-stage p50 over recent frames."""
-        tot = self.timer.values_ms("total")[-30:]
+        tot = self.timer.last_ms("total", 30)
         fps = 1000.0 / np.mean(tot) if tot.size else 0.0
         lines = [f"fps {fps:5.1f}"]
         for st in ("tracking", "effects", "composite", "output"):
-            v = self.timer.values_ms(st)[-30:]
+            v = self.timer.last_ms(st, 30)
             if v.size:
                 lines.append(f"{st:9s} {np.median(v):5.1f} ms")
         g = self.settings.gaze
@@ -253,6 +345,7 @@ class Pipeline:
         summary (ms)."""
         return dict(frames=self.frames, faces=self.faces_seen, stages=self.timer.summary(),
                     dropped=getattr(self, "dropped", 0),
+                    status_frames=dict(getattr(self, "status_frames", {})),
                     wall_seconds=getattr(self, "wall_seconds", None))
 
 

@@ -1,0 +1,328 @@
+"""Model-driven gaze redirection: the DeepWarp network of ``training/gaze`` (exported as a
+``torch.export`` ``.pt2`` program) turned into per-eye :class:`~realtime.types.WarpJob` s.
+
+This module never imports ``training/``: the artifact carries everything (graph, weights and a
+JSON metadata extra file ``warpcam_meta.json``).
+
+Convention block:
+
+- Eye ROI: the landmark-driven effect's (:meth:`realtime.gaze.GazeCorrector.eye_roi`, DeepWarp's
+  crop: centred on the eye contour, 2x the corner-to-corner width, 0.8 as high, rotated with the
+  eye axis), sampled at ``41 x 51`` (H x W). The subject's **left** eye is mirrored left-right
+  before the network (its yaw negated) so one network serves both eyes; its flow is mirrored
+  back and its x component negated.
+- Network input: ``(N, 3, 41, 51)`` float32 RGB in [0, 1]; ``(N, 2)`` gaze change
+  ``(pitch, yaw)`` degrees (pitch up, yaw toward crop +x); optionally ``(N, 7, 2)`` anchors.
+- Network output: backward flow in crop pixels ``(N, 2, 41, 51)`` (the ``WarpJob.flow``
+  convention), the LCM palette weight ``(N, 1, 41, 51)`` and the palette colour (RGB, [0, 1]).
+  The compositor samples the *frame* at full resolution through the flow (no 41 x 51 paste).
+- Fades, eye contact and the per-eye strength are :class:`~realtime.gaze.GazeCorrector`'s: the
+  angle given to the network is the requested change times the fade.
+
+Loading (:func:`load_gaze_model`) checks the file before the first frame: a missing, empty,
+truncated or foreign file raises :class:`GazeModelError` with the reason. On a GPU the program
+is compiled with torch-tensorrt (fp16; the engine is cached on disk keyed by the model hash, the
+GPU and the library versions) when installed, else it runs with torch on the GPU after a
+one-line notice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from realtime import landmarks as lm
+from realtime.gaze import GazeCorrector, GazeSettings, gaze_shift_px
+from realtime.geometry import border_window, roi_affine, to_crop
+from realtime.types import Face, WarpJob
+
+log = logging.getLogger("warpcam")
+
+CROP_H, CROP_W = 41, 51
+META_NAME = "warpcam_meta.json"
+MODEL_KIND = "warpcam.gaze.deepwarp"
+#: The committed model, used by ``--gaze-model`` without a file name.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "gaze_deepwarp.pt2"
+#: Indices of the 7 anchors in the 19 crop landmarks (upper lid 9, lower lid 9, iris centre).
+ANCHOR_INDEX = [0, 3, 5, 8, 14, 12, 18]
+
+
+class GazeModelError(Exception):
+    """A gaze model file that cannot be used (missing, truncated, wrong kind, bad outputs)."""
+
+
+def eye_crop(pts: np.ndarray, side: str):
+    """The network's view of one eye.
+
+    Args:
+        pts: ``478 x 2`` frame-pixel landmarks.
+        side: ``"right"`` or ``"left"`` (the subject's).
+
+    Returns:
+        ``(A, flip, crop_landmarks, eye_w, axis_angle)``: ``A`` the 2 x 3 crop -> frame affine of
+        the unflipped 41 x 51 crop; ``flip`` (True for the left eye); ``crop_landmarks``
+        ``(19, 2)`` in the network's (flipped) crop pixels: upper lid 9 and lower lid 9 from the
+        outer to the inner corner, then the iris centre; the corner-to-corner width (frame px)
+        and the eye-axis angle (radians).
+    """
+    centre, angle, eye_w = GazeCorrector.eye_roi(pts, side)
+    A = roi_affine(centre, angle, 2.0 * eye_w, 1.6 * eye_w, CROP_W, CROP_H)
+    ix = lm.eye_indices(side)
+    crop_pts = to_crop(pts[ix["upper"] + ix["lower"] + ix["iris"][:1]], A)
+    flip = side == "left"
+    if flip:
+        crop_pts[:, 0] = (CROP_W - 1) - crop_pts[:, 0]
+    return A, flip, crop_pts.astype(np.float32), eye_w, angle
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith("extra/" + META_NAME)
+                     or n.endswith("/" + META_NAME) or n == META_NAME]
+            if not names:
+                raise GazeModelError(f"{path}: a .pt2 archive without {META_NAME}: not a warpcam "
+                                     "gaze model (export it with `python -m training.gaze.export`)")
+            return json.loads(z.read(names[0]).decode("utf-8"))
+    except zipfile.BadZipFile as exc:
+        raise GazeModelError(f"{path}: not a .pt2 archive (truncated or wrong kind): {exc}") \
+            from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GazeModelError(f"{path}: unreadable metadata {META_NAME}: {exc}") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class GazeModel:
+    """A loaded gaze network: ``model(crops, angles, anchors=None) -> (flow, lcm_w, palette)``
+    with numpy in and out (``flow`` ``(N, h, w, 2)`` crop pixels, ``lcm_w`` ``(N, h, w)``,
+    ``palette`` ``(3,)`` RGB in [0, 1]). Use :func:`load_gaze_model`."""
+
+    def __init__(self, path: Path, module, meta: dict, device: str, backend: str):
+        self.path, self.module, self.meta = path, module, meta
+        self.device, self.backend = device, backend
+        self.anchors = bool(meta.get("config", {}).get("anchors", False))
+
+    def __call__(self, crops: np.ndarray, angles: np.ndarray, anchors: Optional[np.ndarray] = None):
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(crops, np.float32)).to(self.device)
+            a = torch.from_numpy(np.ascontiguousarray(angles, np.float32)).to(self.device)
+            args = [x, a]
+            if self.anchors:
+                if anchors is None:
+                    raise ValueError("this gaze model needs anchors (N, 7, 2)")
+                args.append(torch.from_numpy(np.ascontiguousarray(anchors, np.float32)).to(self.device))
+            flow, wts, palette = self.module(*args)
+            flow = flow.float().permute(0, 2, 3, 1).cpu().numpy()
+            wts = wts.float()[:, 0].cpu().numpy()
+            palette = palette.float().cpu().numpy()
+        return flow, wts, palette
+
+
+def load_gaze_model(path=None, device: str = "auto", threads: Optional[int] = 1,
+                    trt_cache: Optional[str] = None) -> GazeModel:
+    """Load and check a gaze model before the first frame.
+
+    Args:
+        path: ``.pt2`` file (default: the committed :data:`DEFAULT_MODEL`).
+        device: ``"auto"`` (CUDA when torch sees a GPU), ``"cpu"`` or ``"cuda"``. On CUDA the
+            program goes through torch-tensorrt (fp16) when it is installed.
+        threads: torch CPU threads (1 by default: the tracker runs in another thread and the
+            network is too small to gain from two); ``None`` leaves torch's setting.
+        trt_cache: folder for TensorRT engines (default ``~/.cache/warpcam/trt``).
+
+    Raises:
+        GazeModelError: missing, empty, truncated or foreign file, wrong metadata, or outputs of
+            the wrong shape.
+    """
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    if not path.is_file():
+        raise GazeModelError(f"gaze model {path} not found")
+    if path.stat().st_size == 0:
+        raise GazeModelError(f"gaze model {path} is empty")
+    meta = _read_meta(path)
+    if meta.get("kind") != MODEL_KIND:
+        raise GazeModelError(f"{path}: a {meta.get('kind')!r} model, not a {MODEL_KIND!r} one")
+    crop = meta.get("crop", {})
+    if [crop.get("h"), crop.get("w")] != [CROP_H, CROP_W] or meta.get("angle_units") != "degrees":
+        raise GazeModelError(f"{path}: crop {crop} / angle units {meta.get('angle_units')!r}; "
+                             f"this warpcam needs a {CROP_H}x{CROP_W} eye crop and degrees")
+    import torch
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # truncated archives fail in many ways inside torch
+        raise GazeModelError(f"{path}: cannot load the exported program "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    want_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if want_cuda and not torch.cuda.is_available():
+        log.warning("no CUDA device: the gaze model runs with torch on the CPU")
+        want_cuda = False
+    module, backend, dev = None, "torch-cpu", "cpu"
+    if want_cuda:
+        dev = "cuda"
+        module = _tensorrt_module(ep, path, meta, trt_cache)
+        if module is not None:
+            backend = "tensorrt-fp16"
+        else:
+            backend = "torch-cuda"
+            module = ep.module().to(dev)
+    else:
+        if threads:
+            torch.set_num_threads(threads)
+        module = ep.module()
+    model = GazeModel(path, module, meta, dev, backend)
+    # One call on a blank crop: checks the outputs and warms the kernels up.
+    n = 2
+    try:
+        flow, wts, pal = model(np.full((n, 3, CROP_H, CROP_W), 0.5, np.float32),
+                               np.zeros((n, 2), np.float32),
+                               np.zeros((n, 7, 2), np.float32) if model.anchors else None)
+    except Exception as exc:
+        raise GazeModelError(f"{path}: the model fails on a test input "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if flow.shape != (n, CROP_H, CROP_W, 2) or wts.shape != (n, CROP_H, CROP_W) or pal.shape != (3,):
+        raise GazeModelError(f"{path}: outputs {flow.shape}, {wts.shape}, {pal.shape}; expected "
+                             f"flow (N, 2, {CROP_H}, {CROP_W}), weights (N, 1, ...), palette (3,)")
+    return model
+
+
+def _tensorrt_module(ep, path: Path, meta: dict, cache_dir: Optional[str]):
+    """torch-tensorrt fp16 module for ``ep``, from the on-disk engine cache when present; ``None``
+    (after a one-line notice) when torch-tensorrt is missing or fails."""
+    try:
+        import torch_tensorrt  # noqa: F401  (optional, GPU only)
+    except ImportError:
+        log.warning("torch-tensorrt is not installed: the gaze model runs with torch on the GPU "
+                    "(pip install torch-tensorrt for the fp16 engine)")
+        return None
+    import torch
+
+    try:
+        cache = Path(cache_dir or os.path.expanduser("~/.cache/warpcam/trt"))
+        gpu = torch.cuda.get_device_name(0).replace(" ", "_")
+        key = "_".join([_sha256(path)[:16], gpu, f"sm{''.join(map(str, torch.cuda.get_device_capability(0)))}",
+                        f"torch{torch.__version__}", f"trt{torch_tensorrt.__version__}"])
+        engine = cache / f"{key}.ep"
+        n = 2
+        inputs = [torch.zeros(n, 3, CROP_H, CROP_W, device="cuda"), torch.zeros(n, 2, device="cuda")]
+        if meta.get("config", {}).get("anchors"):
+            inputs.append(torch.zeros(n, 7, 2, device="cuda"))
+        if engine.exists():
+            return torch_tensorrt.load(str(engine)).module()
+        gm = torch_tensorrt.dynamo.compile(ep, inputs=inputs, enabled_precisions={torch.float16})
+        cache.mkdir(parents=True, exist_ok=True)
+        torch_tensorrt.save(gm, str(engine), inputs=inputs)
+        log.info("gaze model: TensorRT engine cached at %s", engine)
+        return gm
+    except Exception as exc:  # a failed compile must not stop the call
+        log.warning("torch-tensorrt failed (%s): the gaze model runs with torch on the GPU",
+                    str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
+        return None
+
+
+@dataclass
+class _PendingEye:
+    """An eye waiting for the batched network call (internal)."""
+
+    A: np.ndarray
+    side: str
+    face: Face
+    flip: bool
+    angle_in: np.ndarray  # network angle input (pitch, yaw), flipped frame
+    anchors: np.ndarray
+    key: tuple
+    signature: np.ndarray
+    meta: dict
+
+
+class ModelGazeCorrector(GazeCorrector):
+    """:class:`~realtime.gaze.GazeCorrector` with the eye warp from a trained network.
+
+    Same settings, fades, eye contact and ROI as the landmark-driven effect; the per-eye
+    geometry-based flow is replaced by the network's flow and LCM weights for the requested
+    change (times the fade), both eyes in one batched call. While an eye holds still (its
+    crop-space landmarks within 0.2 crop pixels) the network's fields are reused
+    (:class:`~realtime.geometry.CropCache`). ``meta["iris_shift_px"]`` reports the displacement
+    the eyeball model asks for (frame pixels), as the landmark-driven effect does.
+    """
+
+    def __init__(self, settings: GazeSettings, model: GazeModel, cache: bool = True,
+                 edge_margin: float = 0.15):
+        super().__init__(settings, cache=cache)
+        self.model = model
+        self.alpha = border_window(CROP_H, CROP_W, edge_margin)
+        self.calls = 0  # network calls (for tests and benchmarks)
+
+    def _eye_job(self, image, face: Face, side: str, k: int, delta, fade_face: float):
+        A, flip, crop_pts, eye_w, axis = eye_crop(face.landmarks, side)
+        if eye_w < 4.0:
+            return None
+        fade = self.eye_fade(face, k, fade_face)
+        iris_d = float(face.iris_diameter_px[k])
+        if fade <= 0.01 or iris_d <= 2.0:
+            return None
+        d = np.asarray(delta, np.float64) * fade
+        if abs(d[0]) < 0.05 and abs(d[1]) < 0.05:
+            return None
+        angle_in = np.array([d[0], -d[1] if flip else d[1]], np.float32)
+        c_, s_ = math.cos(axis), math.sin(axis)
+        shift_frame = np.array([[c_, -s_], [s_, c_]]) @ gaze_shift_px(d[0], d[1], iris_d)
+        signature = np.concatenate([crop_pts.ravel(), angle_in.astype(np.float64) * 0.1])
+        return _PendingEye(A=A, side=side, face=face, flip=flip, angle_in=angle_in,
+                           anchors=crop_pts[ANCHOR_INDEX], key=(face.track_id, side),
+                           signature=signature,
+                           meta=dict(iris_shift_px=shift_frame, fade=fade,
+                                     delta_deg=tuple(float(x) for x in delta), model=True))
+
+    def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
+        from kernels.crop import crop_rois
+
+        pending = super().jobs(image, faces, t)
+        fields: list = [None] * len(pending)
+        todo = []
+        for i, p in enumerate(pending):
+            if self.cache is not None:
+                fields[i] = self.cache.get(p.key, p.signature)
+            if fields[i] is None:
+                todo.append(i)
+        if todo:
+            sel = [pending[i] for i in todo]
+            crops = crop_rois(image, np.stack([p.A for p in sel]), (CROP_H, CROP_W), 0.0, 1.0,
+                              flip=[p.flip for p in sel])
+            flow, wts, palette = self.model(crops, np.stack([p.angle_in for p in sel]),
+                                            np.stack([p.anchors for p in sel]))
+            self.calls += 1
+            colour = (palette[::-1] * 255.0).astype(np.float32)  # RGB [0, 1] -> BGR 0-255
+            for j, i in enumerate(todo):
+                f, w = flow[j], wts[j]
+                if pending[i].flip:  # back to the frame's orientation
+                    f = f[:, ::-1].copy()
+                    f[..., 0] *= -1.0
+                    w = w[:, ::-1]
+                fields[i] = (np.ascontiguousarray(f, np.float32),
+                             np.ascontiguousarray(w, np.float32), colour)
+                if self.cache is not None:
+                    self.cache.put(pending[i].key, pending[i].signature, fields[i])
+        out = []
+        for p, (f, w, colour) in zip(pending, fields):
+            palette_mix = (w, colour) if float(w.max()) > 1e-3 else None
+            out.append(WarpJob(crop_to_frame=p.A, flow=f, alpha=self.alpha, palette_mix=palette_mix,
+                               kind=f"eye_{p.side}", face_id=p.face.track_id, meta=p.meta))
+        return out
