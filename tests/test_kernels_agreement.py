@@ -34,13 +34,6 @@ VIDEO = REAL / "videos" / "two_faces_1280x720.mp4"
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def host():
-    from kernels import hostbuild
-
-    if hostbuild.find_compiler() is None:
-        pytest.skip("no C++ compiler (g++ or $CXX): cannot build the host copy of the kernels")
-    return hostbuild.load()
 
 
 @pytest.fixture(scope="module")

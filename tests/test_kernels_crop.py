@@ -22,13 +22,6 @@ VIDEO = REAL / "videos" / "two_faces_1280x720.mp4"
 MEAN, STD = (0.5, 0.45, 0.4), (0.5, 0.25, 0.2)
 
 
-@pytest.fixture(scope="module")
-def host():
-    from kernels import hostbuild
-
-    if hostbuild.find_compiler() is None:
-        pytest.skip("no C++ compiler (g++ or $CXX): cannot build the host copy of the kernels")
-    return hostbuild.load()
 
 
 @pytest.fixture(scope="module")

@@ -27,17 +27,6 @@ def effect_settings(pitch=10.0, smile=0.5) -> EffectSettings:
     return EffectSettings(gaze=GazeSettings(pitch_deg=pitch), smile=SmileSettings(smile))
 
 
-@pytest.fixture(scope="module")
-def static_tracker():
-    with FaceTracker(static_images=True) as tr:
-        yield tr
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    img = realdata.astronaut_bgr().copy()
-    img.flags.writeable = False  # shared by every test: nobody may write into it
-    return img
 
 
 @pytest.fixture(scope="module")

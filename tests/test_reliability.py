@@ -81,17 +81,6 @@ def process(pipe: Pipeline, img: np.ndarray, index=0, t=None):
     return out, faces, jobs
 
 
-@pytest.fixture(scope="module")
-def static_tracker():
-    with FaceTracker(static_images=True) as tr:
-        yield tr
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    img = realdata.astronaut_bgr().copy()
-    img.flags.writeable = False
-    return img
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,6 @@ pytest.importorskip("mediapipe")
 # fixtures
 # ------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def static_tracker():
-    with FaceTracker(static_images=True) as tr:
-        yield tr
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    return realdata.astronaut_bgr()
 
 
 @pytest.fixture(scope="module")
