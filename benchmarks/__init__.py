@@ -1,0 +1,12 @@
+"""Measurement scripts: each prints a table and records its figures as JSON in
+``benchmarks/results/`` (run them with ``python -m benchmarks.NAME --help``)."""
+import json
+from pathlib import Path
+
+
+def write_json(path, data) -> None:
+    """Write ``data`` as indented JSON to ``path`` (creating its folder) and say so."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    print(f"wrote {path}")

@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.gaze_retrack import DEFAULT_VIDEO, _ratios, _summary
+
+from benchmarks import write_json
 
 
 def network_cost(model, iters: int = 500) -> dict:
@@ -172,9 +173,7 @@ def main(argv=None):
         astronaut_figure(model, a.figure)
         print(f"wrote {a.figure}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.json}")
+        write_json(a.json, res)
     return res
 
 

@@ -14,11 +14,12 @@ edits measured the same way, which show how the tracker responds to different ki
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from benchmarks import write_json
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/real/videos/looks_down_blinks_512.mp4"
 
@@ -125,9 +126,7 @@ def main(argv=None):
         print(f"{name:22s} {s['n']:5d} {s['median']:7.2f} {s['p10']:6.2f} "
               f"{s['frac_ge_075']:7.2f} {s['frac_ge_05']:6.2f}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.json}")
+        write_json(a.json, res)
     return res
 
 

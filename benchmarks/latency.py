@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import write_json
 
 
 def _pct(v, q):
@@ -171,9 +172,7 @@ def main(argv=None) -> dict:
     print(f"full / tracking alone: {res['ratio_full_to_tracking_p50']:.3f} (p50), "
           f"{res['ratio_full_to_tracking_mean']:.3f} (mean)")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.json}")
+        write_json(a.json, res)
     return res
 
 
@@ -386,9 +385,7 @@ def live_main(a) -> dict:
         print(f"{c:10s} {L['p50']:8.1f} {L['p99']:8.1f} {L['max']:8.1f} "
               f"{r['dropped']:5d}/{r['frames_measured']:<6d} {str(r['meets_goal']):>24s}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(out, indent=2))
-        print(f"wrote {a.json}")
+        write_json(a.json, out)
     if a.plot:
         plot_live(out, a.plot)
         print(f"wrote {a.plot}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import shutil
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import write_json
 
 DEFAULT_INPUT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "videos"
                  / "two_faces_1280x720.mp4")
@@ -243,9 +244,7 @@ def main(argv=None) -> dict:
     print(f"verdict: memory flat {res['verdict']['memory_flat']}, p99 no drift "
           f"{res['verdict']['p99_no_drift']}")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.json}")
+        write_json(a.json, res)
     if a.plot:
         plot(res, latency[:n_done] * 1e3, work[:n_done] * 1e3, a.plot)
         print(f"wrote {a.plot}")

@@ -33,13 +33,14 @@ Measurements (all in ``benchmarks/results/tracker_accuracy.json``, a markdown ta
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from benchmarks import write_json
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -399,9 +400,7 @@ def main(argv=None) -> dict:
         res["lag"] = eval_lag()
     print(table(res))
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.json}")
+        write_json(a.json, res)
     return res
 
 
