@@ -127,7 +127,12 @@ def test_checkpoint_resume_is_exact(tmp_path, tiny_npz):
     for k in s1["model"]:
         assert torch.equal(s1["model"][k], s2["model"][k]), k
     assert (tmp_path / "straight/tb/scalars.jsonl").exists()
-    assert list((tmp_path / "straight/tb").glob("events.out.tfevents.*"))
+    try:  # TensorBoard is the [train] extra; without it the JSON-lines log stands alone
+        import tensorboard  # noqa: F401
+        has_tb = True
+    except ImportError:
+        has_tb = False
+    assert bool(list((tmp_path / "straight/tb").glob("events.out.tfevents.*"))) == has_tb
     with pytest.raises(SystemExit, match="no such checkpoint"):
         train_main(_args(tmp_path / "x", tiny_npz, "--resume", str(tmp_path / "nope.pt")))
 
