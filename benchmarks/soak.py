@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import write_json
+from benchmarks import save_figure, write_json
 
 DEFAULT_INPUT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "videos"
                  / "two_faces_1280x720.mp4")
@@ -283,9 +283,7 @@ def plot(res: dict, latency_ms: np.ndarray, work_ms: np.ndarray, path: str) -> N
     ax2.legend(fontsize=7, ncol=2)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

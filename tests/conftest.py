@@ -22,6 +22,17 @@ def astronaut():
 
 
 @pytest.fixture(scope="module")
+def astronaut_face():
+    """The astronaut's one tracked face (still-image tracking)."""
+    from realtime.tracker import FaceTracker
+
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        faces = tr.track(realdata.astronaut_bgr())
+    assert len(faces) == 1
+    return faces[0]
+
+
+@pytest.fixture(scope="module")
 def host():
     """The g++ host build of the CUDA per-pixel functions (skip without a compiler)."""
     from kernels import hostbuild

@@ -12,16 +12,10 @@ from realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr, read_frames
 
 
-@pytest.fixture(scope="module")
-def face():
-    with FaceTracker(max_faces=1, static_images=True) as tr:
-        faces = tr.track(astronaut_bgr())
-    assert len(faces) == 1
-    return faces[0]
 
 
-def shifts(face, **kw):
-    jobs = GazeCorrector(GazeSettings(**kw), cache=False).jobs(astronaut_bgr(), [face])
+def shifts(astronaut_face, **kw):
+    jobs = GazeCorrector(GazeSettings(**kw), cache=False).jobs(astronaut_bgr(), [astronaut_face])
     return {j.kind: np.hypot(*j.meta["iris_shift_px"]) for j in jobs}
 
 
@@ -33,38 +27,38 @@ def test_fade_between():
     assert fade_between(15, 10, 35) > fade_between(20, 10, 35)
 
 
-def test_full_strength_on_a_frontal_open_face(face):
-    s = shifts(face, pitch_deg=10.0)
+def test_full_strength_on_a_frontal_open_face(astronaut_face):
+    s = shifts(astronaut_face, pitch_deg=10.0)
     assert set(s) == {"eye_right", "eye_left"}
     for k, side in enumerate(("eye_right", "eye_left")):
-        expected = 12 / 11.7 * face.iris_diameter_px[k] * np.sin(np.radians(10))
+        expected = 12 / 11.7 * astronaut_face.iris_diameter_px[k] * np.sin(np.radians(10))
         assert s[side] == pytest.approx(expected, rel=0.05)
 
 
 @pytest.mark.parametrize("yaw, pitch, expect", [(5.0, 0.0, 1.0), (22.5, 0.0, 0.5),
                                                 (-40.0, 0.0, 0.0), (0.0, 15.0, 1.0),
                                                 (0.0, -32.5, 0.5), (0.0, 50.0, 0.0)])
-def test_head_turn_fades_the_correction(face, yaw, pitch, expect):
-    full = shifts(dataclasses.replace(face, yaw=0.0, pitch=0.0), pitch_deg=10.0)
-    turned = shifts(dataclasses.replace(face, yaw=yaw, pitch=pitch), pitch_deg=10.0)
+def test_head_turn_fades_the_correction(astronaut_face, yaw, pitch, expect):
+    full = shifts(dataclasses.replace(astronaut_face, yaw=0.0, pitch=0.0), pitch_deg=10.0)
+    turned = shifts(dataclasses.replace(astronaut_face, yaw=yaw, pitch=pitch), pitch_deg=10.0)
     for side, v in full.items():
         assert turned.get(side, 0.0) == pytest.approx(expect * v, abs=0.12 * v)
 
 
-def test_blink_and_wink_fade_per_eye(face):
-    winking = dataclasses.replace(face, eye_openness=(0.05, face.eye_openness[1]))
+def test_blink_and_wink_fade_per_eye(astronaut_face):
+    winking = dataclasses.replace(astronaut_face, eye_openness=(0.05, astronaut_face.eye_openness[1]))
     s = shifts(winking, pitch_deg=10.0)
     assert "eye_right" not in s and "eye_left" in s
 
 
-def test_unreliable_iris_fades(face):
-    s = shifts(dataclasses.replace(face, iris_confidence=(0.0, 0.0)), pitch_deg=10.0)
+def test_unreliable_iris_fades(astronaut_face):
+    s = shifts(dataclasses.replace(astronaut_face, iris_confidence=(0.0, 0.0)), pitch_deg=10.0)
     assert s == {}
 
 
-def test_no_jobs_when_disabled_or_zero(face):
-    assert shifts(face) == {}
-    assert shifts(face, pitch_deg=10.0, enabled=False) == {}
+def test_no_jobs_when_disabled_or_zero(astronaut_face):
+    assert shifts(astronaut_face) == {}
+    assert shifts(astronaut_face, pitch_deg=10.0, enabled=False) == {}
 
 
 def test_eye_contact_redirects_up_for_someone_looking_down():
@@ -83,12 +77,12 @@ def test_eye_contact_redirects_up_for_someone_looking_down():
 
 
 @pytest.mark.parametrize("strength", [-1.0, -0.5, 0.5, 1.0])
-def test_smile_flow_is_fold_free_and_local(face, strength):
-    jobs = SmileEditor(SmileSettings(strength), cache=False).jobs(astronaut_bgr(), [face])
+def test_smile_flow_is_fold_free_and_local(astronaut_face, strength):
+    jobs = SmileEditor(SmileSettings(strength), cache=False).jobs(astronaut_bgr(), [astronaut_face])
     assert len(jobs) == 1
     j = jobs[0]
     assert flow_jacobian_det(j.flow).min() > 0.25
-    # zero on the crop border: feathered into the face
+    # zero on the crop border: feathered into the astronaut_face
     assert np.abs(j.flow[0]).max() == 0 and np.abs(j.flow[-1]).max() == 0
     assert np.abs(j.flow[:, 0]).max() == 0 and np.abs(j.flow[:, -1]).max() == 0
     # the corners move up for a smile, down for a frown (frame y points down)

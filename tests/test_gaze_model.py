@@ -15,12 +15,6 @@ from realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr
 
 
-@pytest.fixture(scope="module")
-def face():
-    with FaceTracker(max_faces=1, static_images=True) as tr:
-        faces = tr.track(astronaut_bgr())
-    assert len(faces) == 1
-    return faces[0]
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +80,10 @@ def test_gpu_paths_fall_back_with_one_line(caplog, monkeypatch):
     assert "\n" not in msgs[0]
 
 
-def test_eye_crop_geometry_matches_the_landmark_effect(face):
+def test_eye_crop_geometry_matches_the_landmark_effect(astronaut_face):
     for side in ("right", "left"):
-        A, flip, pts, eye_w, axis = eye_crop(face.landmarks, side)
-        centre, angle, w = GazeCorrector.eye_roi(face.landmarks, side)
+        A, flip, pts, eye_w, axis = eye_crop(astronaut_face.landmarks, side)
+        centre, angle, w = GazeCorrector.eye_roi(astronaut_face.landmarks, side)
         assert flip == (side == "left")
         # the crop centre is the ROI centre, the crop spans 2 x the eye width
         np.testing.assert_allclose(A @ [(CROP_W - 1) / 2, (CROP_H - 1) / 2, 1], centre, atol=1e-6)
@@ -98,16 +92,16 @@ def test_eye_crop_geometry_matches_the_landmark_effect(face):
         assert pts[0, 0] < pts[8, 0] and pts[0, 0] < pts[18, 0] < pts[8, 0]
 
 
-def test_model_jobs_move_the_iris_up(face, model):
+def test_model_jobs_move_the_iris_up(astronaut_face, model):
     eff = ModelGazeCorrector(GazeSettings(pitch_deg=10.0), model)
     img = astronaut_bgr()
-    jobs = eff.jobs(img, [face])
+    jobs = eff.jobs(img, [astronaut_face])
     assert [j.kind for j in jobs] == ["eye_right", "eye_left"]
     assert eff.calls == 1  # both eyes in one batched call
     for j in jobs:
         assert j.flow.shape == (CROP_H, CROP_W, 2) and j.alpha.shape == (CROP_H, CROP_W)
         assert j.alpha[0].max() == 0 and j.alpha[:, 0].max() == 0  # feathered to the crop edge
-        _, _, pts, _, _ = eye_crop(face.landmarks, j.kind[4:])
+        _, _, pts, _, _ = eye_crop(astronaut_face.landmarks, j.kind[4:])
         u, v = pts[18]
         if j.kind == "eye_left":
             u = CROP_W - 1 - u
@@ -117,10 +111,10 @@ def test_model_jobs_move_the_iris_up(face, model):
         assert abs(j.flow[iy - 2:iy + 3, ix - 2:ix + 3, 0].mean()) < j.flow[iy - 2:iy + 3, ix - 2:ix + 3, 1].mean()
         assert j.meta["iris_shift_px"][1] < 0 and j.meta["model"]
     # still eye: fields come from the cache
-    eff.jobs(img, [face])
+    eff.jobs(img, [astronaut_face])
     assert eff.calls == 1
     # nothing asked: no jobs
-    assert ModelGazeCorrector(GazeSettings(), model).jobs(img, [face]) == []
+    assert ModelGazeCorrector(GazeSettings(), model).jobs(img, [astronaut_face]) == []
 
 
 def test_left_and_right_eyes_are_mirror_consistent(model):
@@ -141,7 +135,7 @@ def test_left_and_right_eyes_are_mirror_consistent(model):
         assert fl_[iy - 2:iy + 3, ix - 2:ix + 3, 0].mean() < -0.3  # samples from the left
 
 
-def test_pipeline_and_cli_use_the_model(tmp_path, face, model):
+def test_pipeline_and_cli_use_the_model(tmp_path, astronaut_face, model):
     from kernels.cpu import CpuCompositor
     from realtime.pipeline import EffectSettings, Pipeline
     from realtime.types import Frame
@@ -155,7 +149,7 @@ def test_pipeline_and_cli_use_the_model(tmp_path, face, model):
     diff = np.abs(out.astype(int) - img.astype(int)).sum(-1)
     ys, xs = np.nonzero(diff)
     assert len(ys) > 50
-    eyes = face.landmarks[[33, 133, 263, 362]]
+    eyes = astronaut_face.landmarks[[33, 133, 263, 362]]
     assert xs.min() >= eyes[:, 0].min() - 40 and xs.max() <= eyes[:, 0].max() + 40
     assert ys.min() >= eyes[:, 1].min() - 40 and ys.max() <= eyes[:, 1].max() + 40
 

@@ -18,6 +18,7 @@ from realtime.sinks import NullSink
 from realtime.sources import SourceError
 from realtime.tracker import FaceTracker
 from realtime.types import Frame
+from tests.helpers import job_mask
 from tests import realdata
 
 pytest.importorskip("mediapipe")
@@ -35,16 +36,6 @@ def astro_result(static_tracker, astronaut):
     frame = Frame(astronaut.copy(), 0)
     out, faces, jobs = p.process(frame)
     return p, frame, out, faces, jobs
-
-
-def union_mask(jobs, shape) -> np.ndarray:
-    m = np.zeros(shape[:2], bool)
-    for j in jobs:
-        box = j.frame_bbox(shape)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            m[y0:y1, x0:x1] = True
-    return m
 
 
 def run_modes():
@@ -140,7 +131,7 @@ def test_edit_changes_only_the_union_of_job_boxes(astro_result, astronaut):
     assert out.shape == astronaut.shape and out.dtype == np.uint8
     assert out is not frame.image
     assert np.array_equal(frame.image, astronaut), "inplace=False must not write into the frame"
-    inside = union_mask(jobs, astronaut.shape)
+    inside = job_mask(jobs, astronaut.shape)
     changed = np.any(out != astronaut, axis=2)
     assert changed.any()
     assert not changed[~inside].any(), "pixels outside every job's frame box changed"
@@ -396,7 +387,7 @@ def test_grayscale_frames_are_accepted(static_tracker, astronaut, layout):
     assert out.shape == astronaut.shape and out.dtype == np.uint8
     assert len(faces) == 1 and jobs
     bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-    inside = union_mask(jobs, bgr.shape)
+    inside = job_mask(jobs, bgr.shape)
     assert np.array_equal(out[~inside], bgr[~inside])
     assert np.any(out[inside] != bgr[inside])
 

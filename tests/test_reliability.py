@@ -35,6 +35,7 @@ from realtime.smile import SmileSettings
 from realtime.sources import VideoFileSource
 from realtime.tracker import FaceTracker
 from realtime.types import Frame
+from tests.helpers import job_mask
 from tests import realdata
 
 pytest.importorskip("mediapipe")
@@ -46,16 +47,6 @@ IMAGES = realdata.REAL / "images"
 def settings(pitch=10.0, smile=0.5, eye_contact=False) -> EffectSettings:
     return EffectSettings(gaze=GazeSettings(pitch_deg=pitch, eye_contact=eye_contact),
                           smile=SmileSettings(smile))
-
-
-def job_mask(jobs, shape) -> np.ndarray:
-    m = np.zeros(shape[:2], bool)
-    for j in jobs:
-        box = j.frame_bbox(shape)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            m[y0:y1, x0:x1] = True
-    return m
 
 
 def assert_safe(img: np.ndarray, out: np.ndarray, jobs, frame_image=None) -> None:
