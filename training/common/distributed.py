@@ -50,7 +50,12 @@ def init_distributed_mode(device: str = "auto") -> DistInfo:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear the process group down once every rank is done. The barrier matters: rank 0 saves
+    and evaluates after the last step while the others are already finished, and a rank that
+    destroys its gloo group while a peer still uses the connection can abort the process
+    ("terminate called without an active exception")."""
     if info.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
