@@ -2,7 +2,7 @@
 """warpcam entry point: ``python run.py --help``."""
 import sys
 
-from realtime.cli import main
+from warpcam.realtime.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

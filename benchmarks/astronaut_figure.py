@@ -25,10 +25,10 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def render(settings_list, image: np.ndarray):
-    from kernels.cpu import CpuCompositor
-    from realtime.gaze import GazeCorrector
-    from realtime.smile import SmileEditor
-    from realtime.tracker import FaceTracker
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.gaze import GazeCorrector
+    from warpcam.realtime.smile import SmileEditor
+    from warpcam.realtime.tracker import FaceTracker
 
     with FaceTracker(max_faces=1, static_images=True) as tr:
         faces = tr.track(image)
@@ -47,9 +47,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     from skimage import data
 
-    from realtime import landmarks as lm
-    from realtime.gaze import GazeSettings
-    from realtime.smile import SmileSettings
+    from warpcam.core import landmarks as lm
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.smile import SmileSettings
 
     img = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     cases = [("original", GazeSettings(), SmileSettings(0.0)),

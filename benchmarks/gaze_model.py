@@ -44,9 +44,9 @@ def network_cost(model, iters: int = 500) -> dict:
 
 
 def effect_cost(model, iters: int = 200) -> dict:
-    from realtime.gaze import GazeSettings
-    from realtime.gaze_model import ModelGazeCorrector
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.gaze_model import ModelGazeCorrector
+    from warpcam.realtime.tracker import FaceTracker
     from tests.realdata import astronaut_bgr
 
     img = astronaut_bgr()
@@ -66,11 +66,11 @@ def effect_cost(model, iters: int = 200) -> dict:
 
 
 def retrack(model, video: str, pitch: float, yaw: float = 0.0) -> dict:
-    from kernels.cpu import CpuCompositor
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline
-    from realtime.sources import VideoFileSource
-    from realtime.tracker import FaceTracker
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.tracker import FaceTracker
 
     with VideoFileSource(video) as src:
         frames = list(src)
@@ -108,11 +108,11 @@ def astronaut_figure(model, path) -> None:
     warp and model at pitch +10, model at pitch -10 and yaw +10 (subject's left)."""
     import cv2
 
-    from kernels.cpu import CpuCompositor
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline
-    from realtime.tracker import FaceTracker
-    from realtime.types import Frame
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.tracker import FaceTracker
+    from warpcam.core.types import Frame
     from tests.realdata import astronaut_bgr
 
     img = astronaut_bgr()
@@ -153,7 +153,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     import torch
-    from realtime.gaze_model import load_gaze_model
+    from warpcam.realtime.gaze_model import load_gaze_model
 
     model = load_gaze_model(a.model, device="cpu", threads=a.threads)
     res = dict(model=str(model.path), threads=torch.get_num_threads(),

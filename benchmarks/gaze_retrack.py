@@ -26,7 +26,7 @@ DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/real/videos/l
 
 def _ratios(before, after, requests):
     """Per open eye: measured iris-centre shift along the request / requested shift."""
-    from realtime import landmarks as lm
+    from warpcam.core import landmarks as lm
 
     out = []
     for b, a, req in zip(before, after, requests):
@@ -54,12 +54,12 @@ def main(argv=None):
     ap.add_argument("--json", default="benchmarks/results/gaze_retrack.json")
     a = ap.parse_args(argv)
 
-    from kernels.cpu import CpuCompositor
-    from realtime import landmarks as lm
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline
-    from realtime.sources import VideoFileSource
-    from realtime.tracker import FaceTracker
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.core import landmarks as lm
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.tracker import FaceTracker
 
     with VideoFileSource(a.video) as src:
         frames = list(src)

@@ -33,11 +33,11 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from kernels import crop as crop_mod
-from kernels.cpu import CpuCompositor
-from realtime.types import WarpJob
+from warpcam.kernels import crop as crop_mod
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.core.types import WarpJob
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "kernels.json"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "warpcam.kernels.json"
 EYE = (41, 51)
 MOUTH = (64, 64)
 FACE = (128, 128)
@@ -149,13 +149,13 @@ class _Backend:
             self.composite = comp.composite
             self.crop = lambda f, s: crop_mod.crop_groups(f, s)
         elif name == "torch":
-            from kernels.torch_backend import TorchCompositor
+            from warpcam.kernels.torch_backend import TorchCompositor
 
             comp = TorchCompositor(device or "cpu")
             self.composite = comp.composite
             self.crop = lambda f, s: [t.cpu() for t in comp.crop_groups(f, s)]
         elif name == "cuda":
-            from kernels.cuda_backend import CudaCompositor
+            from warpcam.kernels.cuda_backend import CudaCompositor
 
             comp = CudaCompositor()
 
@@ -173,7 +173,7 @@ class _Backend:
 
 def cuda_ready() -> bool:
     try:
-        from kernels.cuda_backend import cuda_available
+        from warpcam.kernels.cuda_backend import cuda_available
     except ImportError:
         return False
     return cuda_available()
@@ -184,8 +184,8 @@ def check_cuda(sizes: Sequence[tuple], faces: Sequence[int]) -> dict:
     import torch
     import cupy
 
-    from kernels.cuda_backend import CudaCompositor
-    from kernels.torch_backend import TorchCompositor
+    from warpcam.kernels.cuda_backend import CudaCompositor
+    from warpcam.kernels.torch_backend import TorchCompositor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref, gpu = TorchCompositor(device), CudaCompositor()

@@ -6,7 +6,7 @@
 Decodes the file once (the decode time per frame is reported as ``capture``), then runs over
 the same in-memory frames, in one process and alternating rounds:
 
-- **tracking alone**: a fresh :class:`~realtime.tracker.FaceTracker` on every frame;
+- **tracking alone**: a fresh :class:`~warpcam.realtime.tracker.FaceTracker` on every frame;
 - **full pipeline**: a fresh tracker + gaze (``--gaze-pitch``) + smile (``--smile``) effects +
   compositor (``--backend``) + a null sink.
 
@@ -17,8 +17,8 @@ pipeline to tracking alone (p50 per frame); writes everything to a JSON file
 **Live mode** (``--live``): the latency a person on a call sees. The decoded frames are served
 by a fake camera at ``--fps`` (30) on a fixed schedule (a frame the grabber does not fetch
 before the next one is due is lost, as with a 1-frame driver buffer), through the whole live path
-of the CLI: :class:`~realtime.sources.WebcamSource` grabber thread, the
-:class:`~realtime.sources.ReconnectingSource` wrapper, the pipeline's tracking thread, effects,
+of the CLI: :class:`~warpcam.realtime.sources.WebcamSource` grabber thread, the
+:class:`~warpcam.realtime.sources.ReconnectingSource` wrapper, the pipeline's tracking thread, effects,
 composite, and a sink of the camera's size. Per frame it measures the time from the frame
 becoming available (its slot in the camera schedule) to the sink finishing with it, and counts
 every camera frame that never reached the sink. Conditions: ``plumbing`` (no tracker, no
@@ -78,13 +78,13 @@ def main(argv=None) -> dict:
     if a.live:
         return live_main(a)
 
-    from kernels import get_compositor
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline, StageTimer
-    from realtime.sinks import NullSink
-    from realtime.smile import SmileSettings
-    from realtime.sources import VideoFileSource
-    from realtime.tracker import FaceTracker
+    from warpcam.kernels import get_compositor
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
+    from warpcam.realtime.sinks import NullSink
+    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.tracker import FaceTracker
 
     frames, decode = [], []
     with VideoFileSource(a.input) as src:
@@ -187,7 +187,7 @@ class PacedCapture:
     returns the newest frame already available, waiting for the next one when it has none; the
     frames that became available and were replaced before a read took them are lost (a camera
     with a 1-frame driver buffer). ``served`` records, for each successful read (the
-    :class:`~realtime.sources.WebcamSource` sequence number), the camera frame number and the
+    :class:`~warpcam.realtime.sources.WebcamSource` sequence number), the camera frame number and the
     moment it became available.
     """
 
@@ -234,7 +234,7 @@ class PacedCapture:
 def _timing_sink(width, height, done_when):
     """A live sink of the camera's size that stamps when it is done with each frame and asks
     the pipeline to stop (key ``q``) once ``done_when()`` is true."""
-    from realtime.sinks import NullSink
+    from warpcam.realtime.sinks import NullSink
 
     class _TimingSink(NullSink):
         def __init__(self):
@@ -255,12 +255,12 @@ def _timing_sink(width, height, done_when):
 
 
 def _live_condition(name, images, a, width, height):
-    from kernels import get_compositor
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline, StageTimer
-    from realtime.smile import SmileSettings
-    from realtime.sources import ReconnectingSource, WebcamSource
-    from realtime.tracker import FaceTracker
+    from warpcam.kernels import get_compositor
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
+    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.sources import ReconnectingSource, WebcamSource
+    from warpcam.realtime.tracker import FaceTracker
 
     class _NoTracker:
         def track(self, image, t=None):
@@ -342,7 +342,7 @@ def _live_condition(name, images, a, width, height):
 
 def live_main(a) -> dict:
     """``--live``: see the module docstring."""
-    from realtime.sources import VideoFileSource
+    from warpcam.realtime.sources import VideoFileSource
 
     images = []
     with VideoFileSource(a.input) as src:

@@ -5,9 +5,9 @@ per-frame latency.
     python -m benchmarks.soak --frames 2000 --every 200 --warmup 400     # a short run
 
 The input (default ``../shared/data/real/videos/two_faces_1280x720.mp4``, two faces at 720p) is
-decoded again on every loop (a fresh :class:`~realtime.sources.VideoFileSource` pass each time, so
+decoded again on every loop (a fresh :class:`~warpcam.realtime.sources.VideoFileSource` pass each time, so
 decoder leaks count too), with frame indices and timestamps continuing across loops. Frames go
-through :meth:`realtime.pipeline.Pipeline.run` exactly as the CLI runs them (threaded tracking,
+through :meth:`warpcam.realtime.pipeline.Pipeline.run` exactly as the CLI runs them (threaded tracking,
 gaze ``--gaze-pitch`` and smile ``--smile`` effects, CPU compositor, in place) into a null sink,
 or with ``--output file`` into a real video file in a temporary folder, deleted at the end.
 
@@ -65,7 +65,7 @@ class LoopedVideo:
     is_live = False
 
     def __init__(self, path, frames: int):
-        from realtime.sources import VideoFileSource
+        from warpcam.realtime.sources import VideoFileSource
 
         self.path, self.total = Path(path), int(frames)
         with VideoFileSource(self.path) as probe:
@@ -77,7 +77,7 @@ class LoopedVideo:
     def __iter__(self):
         import dataclasses
 
-        from realtime.sources import VideoFileSource
+        from warpcam.realtime.sources import VideoFileSource
 
         n, offset = 0, 0.0
         while n < self.total:
@@ -116,12 +116,12 @@ def main(argv=None) -> dict:
     if a.warmup >= a.frames:
         ap.error("--warmup must be smaller than --frames")
 
-    from kernels import get_compositor
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline, StageTimer
-    from realtime.sinks import NullSink, VideoFileSink
-    from realtime.smile import SmileSettings
-    from realtime.tracker import FaceTracker
+    from warpcam.kernels import get_compositor
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
+    from warpcam.realtime.sinks import NullSink, VideoFileSink
+    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.tracker import FaceTracker
 
     source = LoopedVideo(a.input, a.frames)
     settings = EffectSettings(gaze=GazeSettings(pitch_deg=a.gaze_pitch, eye_contact=a.eye_contact),

@@ -219,7 +219,7 @@ FACE_RIGID = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 36
 
 
 def _track_sequence(images, smooth: bool, fps: float = 30.0):
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     out = []
     with FaceTracker(smooth=smooth) as tr:
@@ -263,7 +263,7 @@ def eval_jitter() -> dict:
         res["synthetic_still"]["inter_ocular_px"] = d
     clip = REAL / "videos" / "eyes_left_right_wink_512.mp4"
     if clip.exists():
-        from realtime.sources import VideoFileSource
+        from warpcam.realtime.sources import VideoFileSource
 
         with VideoFileSource(clip) as src:
             frames = [f.image for f, _ in zip(src, range(25))]
@@ -386,7 +386,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip", default="", help="comma-separated: ibug68,mediapipe,jitter,lag")
     a = ap.parse_args(argv)
     skip = {s.strip() for s in a.skip.split(",") if s.strip()}
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     res = dict(mapping=dict(jaw_oval=JAW_OVAL, nose_bridge=NOSE_BRIDGE, **IBUG68))
     with FaceTracker(static_images=True, max_faces=10) as tr:

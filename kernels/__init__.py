@@ -22,22 +22,22 @@ def get_compositor(name: str = "auto"):
     if name in ("auto", "cpu"):
         if name == "auto":
             try:
-                from kernels.cuda_backend import cuda_available, CudaCompositor  # noqa: F401
+                from warpcam.kernels.cuda_backend import cuda_available, CudaCompositor  # noqa: F401
                 if cuda_available():
                     return CudaCompositor()
             except ImportError:
                 pass
-        from kernels.cpu import CpuCompositor
+        from warpcam.kernels.cpu import CpuCompositor
         return CpuCompositor()
     if name == "torch":
         try:
-            from kernels.torch_backend import TorchCompositor
+            from warpcam.kernels.torch_backend import TorchCompositor
         except ImportError as exc:  # pragma: no cover - torch is a base dependency
             raise BackendError(f"--backend torch needs PyTorch: {exc}") from exc
         return TorchCompositor()
     if name == "cuda":
         try:
-            from kernels.cuda_backend import cuda_available, CudaCompositor
+            from warpcam.kernels.cuda_backend import cuda_available, CudaCompositor
         except ImportError as exc:
             raise BackendError(
                 "--backend cuda needs CuPy and a CUDA GPU: install warpcam[cuda] "

@@ -1,4 +1,4 @@
-"""CPU compositor backend: applies every :class:`~realtime.types.WarpJob` of a frame with
+"""CPU compositor backend: applies every :class:`~warpcam.core.types.WarpJob` of a frame with
 OpenCV ``remap`` and NumPy.
 
 For each job, over the frame box its crop covers::
@@ -24,8 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from realtime.geometry import apply_affine, invert_affine
-from realtime.types import WarpJob, affine_box
+from warpcam.core.geometry import apply_affine, invert_affine
+from warpcam.core.types import WarpJob, affine_box
 
 
 def _crop_coords(job: WarpJob, box) -> tuple:

@@ -5,13 +5,13 @@ Two launches per frame on the GPU:
 - ``wc_crop_rois_*``: every ROI of the frame (all faces; eyes, mouth and face crops, several
   sizes) cropped with its affine, bilinear, BGR ``uint8`` -> normalised RGB float32/float16,
   written as NCHW batches into one buffer (:meth:`CudaCompositor.crop_groups`).
-- ``wc_composite``: every :class:`~realtime.types.WarpJob` applied in place on the output frame
+- ``wc_composite``: every :class:`~warpcam.core.types.WarpJob` applied in place on the output frame
   (flow upsampling, backward warp, lightness, palette mix, colour/attention, feathered alpha,
   ``uint8`` store), one thread per pixel of the tiles the jobs cover, jobs in list order per
   pixel (:meth:`CudaCompositor.composite_device`).
 
-The maths, conventions and border rules are those of :mod:`kernels.torch_backend` (the reference)
-and :mod:`kernels.cpu`; the per-pixel code is in ``kernels/cuda/warp_math.cuh``.
+The maths, conventions and border rules are those of :mod:`warpcam.kernels.torch_backend` (the reference)
+and :mod:`warpcam.kernels.cpu`; the per-pixel code is in ``kernels/cuda/warp_math.cuh``.
 
 Host <-> device: numpy frames go through page-locked (pinned) staging buffers and one CUDA stream,
 so a frame crosses the bus once up and once down (:meth:`CudaCompositor.composite`). Device frames
@@ -19,7 +19,7 @@ so a frame crosses the bus once up and once down (:meth:`CudaCompositor.composit
 copy (:meth:`composite_device`, :func:`to_torch`).
 
 Importing this module raises ``ImportError`` when CuPy is not installed or not usable;
-:func:`kernels.get_compositor` turns that into a one-line :class:`~kernels.BackendError`.
+:func:`warpcam.kernels.get_compositor` turns that into a one-line :class:`~kernels.BackendError`.
 Install with ``pip install warpcam[cuda]``.
 """
 from __future__ import annotations
@@ -35,10 +35,10 @@ try:
 except Exception as exc:  # ImportError, or a CuPy whose CUDA libraries fail to load
     raise ImportError(f"CuPy is not usable: {exc}".splitlines()[0]) from exc
 
-from kernels import BackendError
-from kernels import crop as _crop
-from kernels import cuda as _src
-from realtime.types import WarpJob
+from warpcam.kernels import BackendError
+from warpcam.kernels import crop as _crop
+from warpcam.kernels import cuda as _src
+from warpcam.core.types import WarpJob
 
 
 def cuda_available() -> bool:
@@ -279,7 +279,7 @@ class CudaCompositor:
 
         Args:
             frame: ``H x W x 3`` ``uint8`` BGR: numpy (uploaded), CuPy or torch CUDA.
-            specs: :class:`kernels.crop.CropSpec` s (one per network).
+            specs: :class:`warpcam.kernels.crop.CropSpec` s (one per network).
             dtype: float32 or float16.
 
         Returns:
@@ -306,7 +306,7 @@ class CudaCompositor:
 
     def crop_rois(self, frame, affines, size, mean=0.0, std=1.0, dtype=np.float32, flip=None,
                   border: str = "replicate"):
-        """One batch of ROIs; see :func:`kernels.crop.crop_rois` for the maths. Returns an
+        """One batch of ROIs; see :func:`warpcam.kernels.crop.crop_rois` for the maths. Returns an
         ``(N, 3, h, w)`` CuPy array (``cupy.asnumpy`` or :func:`to_torch` it)."""
         spec = _crop.CropSpec(affines, size, mean, std, flip, border)
         return self.crop_groups(frame, [spec], dtype)[0]

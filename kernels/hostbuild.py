@@ -5,7 +5,7 @@ walks the same launch grid sequentially, calling the same thread bodies. This mo
 with the system C++ compiler (``g++`` or ``$CXX``) into a shared library in a cache directory
 outside the repository (``$WARPCAM_CACHE_DIR`` or ``<tmp>/warpcam-hostbuild-<uid>``, keyed by a
 hash of the sources and flags) and calls it through :mod:`ctypes`, with the tables packed by
-:mod:`kernels.cuda` exactly as the CUDA backend packs them. What the tests verify here is
+:mod:`warpcam.kernels.cuda` exactly as the CUDA backend packs them. What the tests verify here is
 therefore the arithmetic the GPU runs, up to the GPU's fused multiply-adds (last-bit float
 differences).
 
@@ -24,8 +24,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from kernels import crop as _crop
-from kernels import cuda as _src
+from warpcam.kernels import crop as _crop
+from warpcam.kernels import cuda as _src
 
 CXXFLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
             "-ffp-contract=off")
@@ -85,8 +85,8 @@ _u16p = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
 class HostKernels:
     """The host build, with the backends' calling conventions.
 
-    ``composite`` and ``crop_rois`` take and return what :class:`kernels.cpu.CpuCompositor` and
-    :func:`kernels.crop.crop_rois` do (numpy, BGR ``uint8`` frames).
+    ``composite`` and ``crop_rois`` take and return what :class:`warpcam.kernels.cpu.CpuCompositor` and
+    :func:`warpcam.kernels.crop.crop_rois` do (numpy, BGR ``uint8`` frames).
     """
 
     name = "host"
@@ -158,7 +158,7 @@ class HostKernels:
 
     def crop_rois(self, frame: np.ndarray, affines, size, mean=0.0, std=1.0, dtype=np.float32,
                   flip=None, border: str = "replicate") -> np.ndarray:
-        """Host run of the crop kernel; same contract as :func:`kernels.crop.crop_rois`."""
+        """Host run of the crop kernel; same contract as :func:`warpcam.kernels.crop.crop_rois`."""
         spec = _crop.CropSpec(affines, size, mean, std, flip, border)
         return self.crop_groups(frame, [spec], dtype)[0]
 

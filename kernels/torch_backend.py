@@ -4,14 +4,14 @@ Both operations are written with ``torch.nn.functional.grid_sample`` and tensor 
 one crop batch) at a time, in the order the contract states; the CUDA kernels
 (``kernels/cuda/warp_math.cuh``) compute the same thing per pixel.
 
-Convention block (see :class:`realtime.types.WarpJob` and :mod:`kernels.crop`):
+Convention block (see :class:`warpcam.core.types.WarpJob` and :mod:`warpcam.kernels.crop`):
 
 - Frames: ``H x W x 3`` ``uint8`` BGR (numpy, or a torch tensor on the backend's device).
 - Coordinates: pixel centres at integers; ``grid_sample`` is always called with
   ``align_corners=True``, where normalised -1 and +1 are the centres of the first and last
   pixels, i.e. ``g = 2 x / (W - 1) - 1``.
 - Per job, over the frame box ``WarpJob.frame_bbox`` (exclusive end; skipping the part where
-  alpha is certainly 0, :func:`kernels.cuda.job_box`), with ``(u, v) = A^-1 (x, y)``:
+  alpha is certainly 0, :func:`warpcam.kernels.cuda.job_box`), with ``(u, v) = A^-1 (x, y)``:
 
   .. code-block:: text
 
@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kernels import crop as _crop
-from kernels import cuda as _src
-from realtime.types import WarpJob
+from warpcam.kernels import crop as _crop
+from warpcam.kernels import cuda as _src
+from warpcam.core.types import WarpJob
 
 
 def _inverse_affine(a: np.ndarray) -> np.ndarray:
@@ -150,7 +150,7 @@ class TorchCompositor:
         es = _sample(torch.cat(edge, -1).permute(2, 0, 1)[None], u, v, "border")[0]
 
         alpha = zs[0]
-        # A (u + f) = (x, y) + A_lin f, exact in (x, y) (as the CUDA math and kernels.cpu do).
+        # A (u + f) = (x, y) + A_lin f, exact in (x, y) (as the CUDA math and warpcam.kernels.cpu do).
         mx = (xs + (float(a[0, 0]) * es[0] + float(a[0, 1]) * es[1]))[None]
         my = (ys + (float(a[1, 0]) * es[0] + float(a[1, 1]) * es[1]))[None]
         warped = _sample(src, mx, my, "border")[0]  # (3, bh, bw) BGR
@@ -187,7 +187,7 @@ class TorchCompositor:
 
         Args:
             frame: ``H x W x 3`` ``uint8`` BGR, numpy or tensor.
-            specs: :class:`kernels.crop.CropSpec` s.
+            specs: :class:`warpcam.kernels.crop.CropSpec` s.
             dtype: float32 or float16 (numpy or torch dtype).
         """
         rgb = self._frame_tensor(frame).permute(2, 0, 1)[None].flip(1).float()  # (1,3,H,W) RGB
@@ -215,7 +215,7 @@ class TorchCompositor:
 
     def crop_rois(self, frame, affines, size, mean=0.0, std=1.0, dtype=torch.float32,
                   flip: Optional[object] = None, border: str = "replicate") -> torch.Tensor:
-        """Crop, normalise and batch ROIs (see :func:`kernels.crop.crop_rois` for the maths and
+        """Crop, normalise and batch ROIs (see :func:`warpcam.kernels.crop.crop_rois` for the maths and
         arguments); returns an ``(N, 3, h, w)`` tensor on the device."""
         return self.crop_groups(frame, [_crop.CropSpec(affines, size, mean, std, flip, border)],
                                 dtype)[0]

@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["calibrate"] or "--calibrate" in argv:
         # Training code, imported only for this sub-command (the frame path never needs it).
-        from training.gaze.calibrate import main as calibrate
+        from warpcam.training.gaze.calibrate import main as calibrate
         return calibrate([a for a in argv if a not in ("calibrate", "--calibrate")])
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -92,14 +92,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="warpcam: %(message)s")
 
-    from kernels import BackendError, get_compositor
-    from realtime.gaze import GazeSettings
-    from realtime.pipeline import EffectSettings, Pipeline
-    from realtime.sinks import SinkError, open_sink
-    from realtime.smile import SmileSettings
-    from realtime.sources import (ImageSource, ReconnectingSource, SourceError, WebcamSource,
+    from warpcam.kernels import BackendError, get_compositor
+    from warpcam.realtime.gaze import GazeSettings
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.sinks import SinkError, open_sink
+    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.sources import (ImageSource, ReconnectingSource, SourceError, WebcamSource,
                                   open_source)
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     def fail(msg: str) -> int:
         print(f"warpcam: error: {msg}", file=sys.stderr)
@@ -111,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return fail(str(exc))
     gaze_model = None
     if args.gaze_model is not None:  # checked before the first frame
-        from realtime.gaze_model import GazeModelError, load_gaze_model
+        from warpcam.realtime.gaze_model import GazeModelError, load_gaze_model
         try:
             gaze_model = load_gaze_model(args.gaze_model or None)
         except GazeModelError as exc:

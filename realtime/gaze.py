@@ -34,11 +34,11 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from realtime import landmarks as lm
-from realtime.geometry import (CropCache, central_diff, flow_jacobian_det, pixel_grid,
+from warpcam.core import landmarks as lm
+from warpcam.core.geometry import (CropCache, central_diff, flow_jacobian_det, pixel_grid,
                                polygon_mask, roi_affine, smoothstep, to_crop)
-from realtime.smoothing import OneEuroFilter
-from realtime.types import Face, WarpJob
+from warpcam.realtime.smoothing import OneEuroFilter
+from warpcam.core.types import Face, WarpJob
 
 IRIS_DIAMETER_MM = 11.7
 EYEBALL_RADIUS_MM = 12.0
@@ -313,10 +313,10 @@ class _EyeContactState:
 
 
 class GazeCorrector:
-    """Turns tracked faces into eye :class:`~realtime.types.WarpJob` s.
+    """Turns tracked faces into eye :class:`~warpcam.core.types.WarpJob` s.
 
     ``jobs(image, faces, t)``: ``image`` is the ``H x W x 3`` uint8 BGR frame (read only, for the
-    sclera colour), ``faces`` from :class:`~realtime.tracker.FaceTracker`, ``t`` in seconds.
+    sclera colour), ``faces`` from :class:`~warpcam.realtime.tracker.FaceTracker`, ``t`` in seconds.
     Each job's ``meta`` holds ``iris_shift_px`` (the frame-pixel displacement asked for, after
     fades), ``fade`` and the requested ``delta_deg``.
     """
@@ -408,7 +408,7 @@ class GazeCorrector:
     def eye_roi(pts: np.ndarray, side: str) -> Tuple[np.ndarray, float, float]:
         """DeepWarp's eye ROI (module docstring, step 1): ``(centre, axis angle in radians,
         corner-to-corner width)`` in frame pixels; the ROI is ``2 x`` the width wide and
-        ``1.6 x`` high. Also used by the model-driven effect (``realtime.gaze_model``)."""
+        ``1.6 x`` high. Also used by the model-driven effect (``warpcam.realtime.gaze_model``)."""
         ix = lm.eye_indices(side)
         a, b = pts[ix["outer"]].astype(np.float64), pts[ix["inner"]].astype(np.float64)
         if side == "left":  # keep the crop's x axis along image x

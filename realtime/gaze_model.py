@@ -1,12 +1,12 @@
 """Model-driven gaze redirection: the DeepWarp network of ``training/gaze`` (exported as a
-``torch.export`` ``.pt2`` program) turned into per-eye :class:`~realtime.types.WarpJob` s.
+``torch.export`` ``.pt2`` program) turned into per-eye :class:`~warpcam.core.types.WarpJob` s.
 
 This module never imports ``training/``: the artifact carries everything (graph, weights and a
 JSON metadata extra file ``warpcam_meta.json``).
 
 Convention block:
 
-- Eye ROI: the landmark-driven effect's (:meth:`realtime.gaze.GazeCorrector.eye_roi`, DeepWarp's
+- Eye ROI: the landmark-driven effect's (:meth:`warpcam.realtime.gaze.GazeCorrector.eye_roi`, DeepWarp's
   crop: centred on the eye contour, 2x the corner-to-corner width, 0.8 as high, rotated with the
   eye axis), sampled at ``41 x 51`` (H x W). The subject's **left** eye is mirrored left-right
   before the network (its yaw negated) so one network serves both eyes; its flow is mirrored
@@ -16,9 +16,9 @@ Convention block:
 - Network output: backward flow in crop pixels ``(N, 2, 41, 51)`` (the ``WarpJob.flow``
   convention), the LCM palette weight ``(N, 1, 41, 51)`` and the palette colour (RGB, [0, 1]).
   The compositor samples the *frame* at full resolution through the flow (no 41 x 51 paste).
-- Fades, eye contact and the per-eye strength are :class:`~realtime.gaze.GazeCorrector`'s
+- Fades, eye contact and the per-eye strength are :class:`~warpcam.realtime.gaze.GazeCorrector`'s
   (head turn, gaze offset, blink, iris reliability, occluders via
-  :func:`~realtime.gaze.eye_visibility`): the angle given to the network is the requested change
+  :func:`~warpcam.realtime.gaze.eye_visibility`): the angle given to the network is the requested change
   times the fade.
 
 Loading (:func:`load_gaze_model`) checks the file before the first frame: a missing, empty,
@@ -35,16 +35,17 @@ import logging
 import math
 import os
 import zipfile
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
-from realtime import landmarks as lm
-from realtime.gaze import GazeCorrector, GazeSettings, eye_visibility, gaze_shift_px
-from realtime.geometry import border_window, roi_affine, to_crop
-from realtime.types import Face, WarpJob
+from warpcam.core import landmarks as lm
+from warpcam.realtime.gaze import GazeCorrector, GazeSettings, eye_visibility, gaze_shift_px
+from warpcam.core.geometry import border_window, roi_affine, to_crop
+from warpcam.core.types import Face, WarpJob
 
 log = logging.getLogger("warpcam")
 
@@ -52,7 +53,7 @@ CROP_H, CROP_W = 41, 51
 META_NAME = "warpcam_meta.json"
 MODEL_KIND = "warpcam.gaze.deepwarp"
 #: The committed model, used by ``--gaze-model`` without a file name.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "gaze_deepwarp.pt2"
+DEFAULT_MODEL = Path(str(resources.files("warpcam.models") / "gaze_deepwarp.pt2"))
 #: Indices of the 7 anchors in the 19 crop landmarks (upper lid 9, lower lid 9, iris centre).
 ANCHOR_INDEX = [0, 3, 5, 8, 14, 12, 18]
 
@@ -92,7 +93,7 @@ def _read_meta(path: Path) -> dict:
                      or n.endswith("/" + META_NAME) or n == META_NAME]
             if not names:
                 raise GazeModelError(f"{path}: a .pt2 archive without {META_NAME}: not a warpcam "
-                                     "gaze model (export it with `python -m training.gaze.export`)")
+                                     "gaze model (export it with `python -m warpcam.training.gaze.export`)")
             return json.loads(z.read(names[0]).decode("utf-8"))
     except zipfile.BadZipFile as exc:
         raise GazeModelError(f"{path}: not a .pt2 archive (truncated or wrong kind): {exc}") \
@@ -286,13 +287,13 @@ class _PendingEye:
 
 
 class ModelGazeCorrector(GazeCorrector):
-    """:class:`~realtime.gaze.GazeCorrector` with the eye warp from a trained network.
+    """:class:`~warpcam.realtime.gaze.GazeCorrector` with the eye warp from a trained network.
 
     Same settings, fades, eye contact and ROI as the landmark-driven effect; the per-eye
     geometry-based flow is replaced by the network's flow and LCM weights for the requested
     change (times the fade), both eyes in one batched call. While an eye holds still (its
     crop-space landmarks within 0.2 crop pixels) the network's fields are reused
-    (:class:`~realtime.geometry.CropCache`). ``meta["iris_shift_px"]`` reports the displacement
+    (:class:`~warpcam.core.geometry.CropCache`). ``meta["iris_shift_px"]`` reports the displacement
     the eyeball model asks for (frame pixels), as the landmark-driven effect does.
     """
 
@@ -327,7 +328,7 @@ class ModelGazeCorrector(GazeCorrector):
                                      delta_deg=tuple(float(x) for x in delta), model=True))
 
     def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
-        from kernels.crop import crop_rois
+        from warpcam.kernels.crop import crop_rois
 
         pending = super().jobs(image, faces, t)
         fields: list = [None] * len(pending)

@@ -16,10 +16,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from realtime.gaze import GazeCorrector, GazeSettings
-from realtime.smile import SmileEditor, SmileSettings
-from realtime.sources import to_bgr8
-from realtime.types import Face, Frame, WarpJob
+from warpcam.realtime.gaze import GazeCorrector, GazeSettings
+from warpcam.realtime.smile import SmileEditor, SmileSettings
+from warpcam.realtime.sources import to_bgr8
+from warpcam.core.types import Face, Frame, WarpJob
 
 log = logging.getLogger("warpcam")
 
@@ -124,11 +124,11 @@ class Pipeline:
     """Tracks faces, runs the effects and composites one frame at a time.
 
     Args:
-        tracker: a :class:`~realtime.tracker.FaceTracker` (or anything with ``track(img, t)``).
-        compositor: a backend from :func:`kernels.get_compositor`.
+        tracker: a :class:`~warpcam.realtime.tracker.FaceTracker` (or anything with ``track(img, t)``).
+        compositor: a backend from :func:`warpcam.kernels.get_compositor`.
         settings: :class:`EffectSettings`; changes take effect on the next frame.
         timer: where stage times go (a new :class:`StageTimer` by default).
-        gaze_model: a :class:`~realtime.gaze_model.GazeModel` (``load_gaze_model``): the gaze
+        gaze_model: a :class:`~warpcam.realtime.gaze_model.GazeModel` (``load_gaze_model``): the gaze
             effect then uses the trained network instead of the landmark-driven warp.
         inplace: composite into the frame's own array (saves a full-frame copy; use it when
             the frames are not needed afterwards, as in :meth:`run`).
@@ -141,8 +141,8 @@ class Pipeline:
         self.settings = settings or EffectSettings()
         self.timer = timer or StageTimer()
         self.inplace = inplace
-        if gaze_model is not None:  # a loaded realtime.gaze_model.GazeModel: model-driven gaze
-            from realtime.gaze_model import ModelGazeCorrector
+        if gaze_model is not None:  # a loaded warpcam.realtime.gaze_model.GazeModel: model-driven gaze
+            from warpcam.realtime.gaze_model import ModelGazeCorrector
             self.gaze = ModelGazeCorrector(self.settings.gaze, gaze_model)
         else:
             self.gaze = GazeCorrector(self.settings.gaze)
@@ -167,7 +167,7 @@ class Pipeline:
         """Tracking stage: ``(image H x W x 3 uint8 BGR, faces, t seconds)``.
 
         Raises:
-            ValueError: a frame that is not an image (see :func:`realtime.sources.to_bgr8`).
+            ValueError: a frame that is not an image (see :func:`warpcam.realtime.sources.to_bgr8`).
         """
         img = to_bgr8(frame.image)
         t = frame.pts_seconds if frame.pts_seconds is not None else frame.index / 30.0
@@ -229,7 +229,7 @@ class Pipeline:
         hands over every frame in order; a live source hands over only its newest frame (a
         frame still waiting when a newer one is tracked is dropped and counted, never queued).
 
-        Status frames of a :class:`~realtime.sources.ReconnectingSource` (camera late or lost)
+        Status frames of a :class:`~warpcam.realtime.sources.ReconnectingSource` (camera late or lost)
         are not tracked or edited: a ``"held"`` frame sends the last output again (the virtual
         camera keeps showing the edited picture), a ``"lost"`` frame goes out as it is. They
         are counted in ``stats()["status_frames"]`` and left out of the latency statistics.

@@ -20,7 +20,7 @@ user can cause (missing folder, no virtual camera driver, no display) raise :cla
 with a one-line reason, before any file is created where that is possible.
 
 Example:
-    >>> from realtime.sources import open_source
+    >>> from warpcam.realtime.sources import open_source
     >>> with open_source("in.mp4") as src, open_sink("out.mp4", source=src) as sink:  # doctest: +SKIP
     ...     for frame in src:
     ...         sink.write(frame, frame.image)
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from .sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageSource, Source, VideoFileSource
-from .types import Frame
+from warpcam.core.types import Frame
 
 __all__ = [
     "SinkError",
@@ -1001,9 +1001,9 @@ def open_sink(output: Optional[PathLike], *, source: Source, preview: bool = Fal
     - ``None`` -> :class:`VirtualCameraSink` (the source's size, its fps or 30);
     - ``"null"`` -> :class:`NullSink`;
     - a path ending in ``.mp4 .mov .mkv .avi`` -> :class:`VideoFileSink`; for a
-      :class:`~realtime.sources.VideoFileSource` it gets the input's time base (same
+      :class:`~warpcam.realtime.sources.VideoFileSource` it gets the input's time base (same
       timestamps) and, when the input has audio, ``audio_from=source.path``;
-    - for an :class:`~realtime.sources.ImageSource`: a path with an image extension or a folder
+    - for an :class:`~warpcam.realtime.sources.ImageSource`: a path with an image extension or a folder
       -> :class:`ImageSink`.
 
     With ``preview=True`` the result is a :class:`TeeSink` of that sink and a

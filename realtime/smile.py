@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
-from realtime import landmarks as lm
-from realtime.geometry import (CropCache, border_window, flow_jacobian_det, pixel_grid,
+from warpcam.core import landmarks as lm
+from warpcam.core.geometry import (CropCache, border_window, flow_jacobian_det, pixel_grid,
                                roi_affine, to_crop)
-from realtime.types import Face, WarpJob
+from warpcam.core.types import Face, WarpJob
 
 # Displacements at S = +1 / -1, in units of the corner-to-corner mouth width, in the mouth
 # frame (x along the corners, outward positive; y down).
@@ -119,7 +119,7 @@ def _border_points(h: int, w: int, per_side: int = 5) -> np.ndarray:
 
 
 class SmileEditor:
-    """Turns tracked faces into one mouth :class:`~realtime.types.WarpJob` each.
+    """Turns tracked faces into one mouth :class:`~warpcam.core.types.WarpJob` each.
 
     The mouth ROI is centred on the lips, aligned with the mouth corners, 2.2 mouth widths
     wide and 1.7 high (lips, cheeks and nasolabial folds). Frontal-ish faces only: the effect
@@ -145,7 +145,7 @@ class SmileEditor:
         return out
 
     def _mouth_job(self, face: Face, s: float):
-        from realtime.gaze import fade_between
+        from warpcam.realtime.gaze import fade_between
 
         pts = face.landmarks.astype(np.float64)
         a, b = pts[lm.MOUTH_RIGHT_CORNER], pts[lm.MOUTH_LEFT_CORNER]

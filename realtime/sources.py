@@ -1,7 +1,7 @@
 """Frame sources: the first stage of the frame path (see ``../shared/DESIGN.md``).
 
 Every source is a small class with one shared base, :class:`Source`: a context manager and an
-iterable of :class:`~realtime.types.Frame`, each carrying an ``H x W x 3`` ``uint8`` **BGR** image.
+iterable of :class:`~warpcam.core.types.Frame`, each carrying an ``H x W x 3`` ``uint8`` **BGR** image.
 
 - :class:`VideoFileSource` decodes a video file with PyAV, keeping every frame's timestamp (``pts``
   in the stream's ``time_base``) so the file sink can reproduce it exactly; the audio is left in
@@ -39,7 +39,7 @@ from typing import Callable, Iterator, List, Optional, Union
 import cv2
 import numpy as np
 
-from .types import Frame
+from warpcam.core.types import Frame
 
 log = logging.getLogger("warpcam")
 
@@ -110,7 +110,7 @@ class Source:
     """Base class of every frame source.
 
     A source is a context manager (``__exit__`` calls :meth:`close`) and an iterable of
-    :class:`~realtime.types.Frame`. ``close`` may be called more than once.
+    :class:`~warpcam.core.types.Frame`. ``close`` may be called more than once.
 
     Properties shared by every source:
 
@@ -199,7 +199,7 @@ def _rotate_code(rotation: float) -> Optional[int]:
 class VideoFileSource(Source):
     """Decode the first video stream of a file with PyAV.
 
-    Each :class:`~realtime.types.Frame` carries:
+    Each :class:`~warpcam.core.types.Frame` carries:
 
     - ``image``: ``H x W x 3`` ``uint8`` BGR (``VideoFrame.to_ndarray(format="bgr24")``, which
       honours the stream's colour matrix tag, e.g. BT.709).
@@ -255,7 +255,7 @@ class VideoFileSource(Source):
 
     # -- opening ---------------------------------------------------------------------------------
     def _open(self):
-        import av  # local: keeps `import realtime.sources` cheap for webcam-only users
+        import av  # local: keeps `import warpcam.realtime.sources` cheap for webcam-only users
 
         try:
             container = av.open(str(self._path), mode="r")
@@ -425,7 +425,7 @@ class WebcamSource(Source):
     a frame that is replaced before the consumer took it is counted in :attr:`dropped` (old
     frames are latency). Iteration blocks until a frame newer than the last one returned arrives.
 
-    Each :class:`~realtime.types.Frame` has ``index`` = capture sequence number (gaps are dropped
+    Each :class:`~warpcam.core.types.Frame` has ``index`` = capture sequence number (gaps are dropped
     frames), ``pts_seconds`` = ``time.monotonic()`` at grab time relative to the first grab, and
     ``captured_at`` = ``time.perf_counter()`` at grab time.
 
@@ -968,7 +968,7 @@ class ImageSource(Source):
 
     Images are read with ``cv2.imdecode(..., cv2.IMREAD_COLOR)``, which applies the EXIF
     orientation and turns grey, BGRA and 16-bit images into 8-bit BGR. Each
-    :class:`~realtime.types.Frame` has ``name`` = the file name, ``index`` = position in the
+    :class:`~warpcam.core.types.Frame` has ``name`` = the file name, ``index`` = position in the
     sorted list, ``pts_seconds = None``. Images of a folder may differ in size; ``width`` and
     ``height`` are those of the first image.
 

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from realtime import landmarks as lm
-from realtime.smoothing import OneEuroFilter
-from realtime.types import Face
+from warpcam.core import landmarks as lm
+from warpcam.realtime.smoothing import OneEuroFilter
+from warpcam.core.types import Face
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -157,7 +157,7 @@ class FaceTracker:
         smooth: apply the One Euro filters (landmarks responsive, irises smoother).
         min_detection_confidence: mediapipe face detector threshold.
 
-    ``track(image_bgr, t)`` returns a list of :class:`~realtime.types.Face`, sorted by track id.
+    ``track(image_bgr, t)`` returns a list of :class:`~warpcam.core.types.Face`, sorted by track id.
     A frame with no face returns ``[]``.
     """
 

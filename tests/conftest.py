@@ -7,7 +7,7 @@ from tests import realdata
 @pytest.fixture(scope="module")
 def static_tracker():
     """A FaceTracker for still images (no smoothing, no track state)."""
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     with FaceTracker(static_images=True) as tr:
         yield tr
@@ -24,7 +24,7 @@ def astronaut():
 @pytest.fixture(scope="module")
 def astronaut_face():
     """The astronaut's one tracked face (still-image tracking)."""
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     with FaceTracker(max_faces=1, static_images=True) as tr:
         faces = tr.track(realdata.astronaut_bgr())
@@ -35,7 +35,7 @@ def astronaut_face():
 @pytest.fixture(scope="module")
 def host():
     """The g++ host build of the CUDA per-pixel functions (skip without a compiler)."""
-    from kernels import hostbuild
+    from warpcam.kernels import hostbuild
 
     if hostbuild.find_compiler() is None:
         pytest.skip("no C++ compiler (g++ or $CXX): cannot build the host copy of the kernels")

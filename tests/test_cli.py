@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import cli
-from realtime import landmarks as lm
+from warpcam.realtime import cli
+from warpcam.core import landmarks as lm
 from tests import realdata
 
 av = pytest.importorskip("av")
@@ -196,7 +196,7 @@ def test_unsupported_output_for_a_video(capsys, tmp_path, name):
 
 def _cuda_usable() -> bool:
     try:
-        from kernels.cuda_backend import cuda_available
+        from warpcam.kernels.cuda_backend import cuda_available
         return bool(cuda_available())
     except Exception:
         return False
@@ -262,7 +262,7 @@ OPEN_EYE_FRAMES = (0, 2, 190, 300, 320, 350)
 
 def test_cli_video_edits_the_eyes_and_nothing_away_from_the_face(looks_down_run):
     code, err, src, out = looks_down_run
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     checked = 0
     with FaceTracker(static_images=True) as tr:
@@ -296,8 +296,8 @@ def test_cli_video_edits_the_eyes_and_nothing_away_from_the_face(looks_down_run)
 def _spy_effects(monkeypatch):
     """Wrap FaceTracker.track and GazeCorrector.jobs (behaviour unchanged) to record, per frame,
     the number of faces found, and per gaze call whether eye contact was on and the job kinds."""
-    from realtime.gaze import GazeCorrector
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.gaze import GazeCorrector
+    from warpcam.realtime.tracker import FaceTracker
 
     real_track, real_jobs = FaceTracker.track, GazeCorrector.jobs
     faces_log, gaze_log = [], []
@@ -375,7 +375,7 @@ def test_cli_png_smile_changes_only_the_mouth(tmp_path, capsys):
     changed = np.any(res != img, axis=2)
     assert changed.sum() > 200, "the smile changed (almost) nothing"
 
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     with FaceTracker(static_images=True) as tr:
         p = tr.track(img)[0].landmarks.astype(np.float64)
@@ -413,7 +413,7 @@ def test_truncated_input_exits_2_and_leaves_no_output(tmp_path, capsys):
 
 def test_interrupt_exits_130_and_leaves_no_output(tmp_path, capsys, monkeypatch):
     """Ctrl-C arrives in the main thread while frames are being written."""
-    from realtime.sinks import VideoFileSink
+    from warpcam.realtime.sinks import VideoFileSink
 
     real = VideoFileSink._write
     seen = []

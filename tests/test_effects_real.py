@@ -3,13 +3,13 @@ output (the way a user would judge them: does the iris / the mouth corner move w
 import numpy as np
 import pytest
 
-from kernels.cpu import CpuCompositor
-from realtime import landmarks as lm
-from realtime.gaze import GazeSettings
-from realtime.pipeline import EffectSettings, Pipeline
-from realtime.smile import SmileSettings
-from realtime.tracker import FaceTracker
-from realtime.types import Frame
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.core import landmarks as lm
+from warpcam.realtime.gaze import GazeSettings
+from warpcam.realtime.pipeline import EffectSettings, Pipeline
+from warpcam.realtime.smile import SmileSettings
+from warpcam.realtime.tracker import FaceTracker
+from warpcam.core.types import Frame
 from tests.realdata import read_frames
 
 IRIS = {"eye_right": lm.RIGHT_IRIS[0], "eye_left": lm.LEFT_IRIS[0]}

@@ -12,7 +12,7 @@ What is expected (issue 5):
 - slow sink, live source: stale frames are dropped, never queued.
 
 Cameras are fakes (an OpenCV-capture stand-in fed with real frames) run through the real
-:class:`~realtime.sources.WebcamSource` grabber thread. The full-disk test mounts a small tmpfs
+:class:`~warpcam.realtime.sources.WebcamSource` grabber thread. The full-disk test mounts a small tmpfs
 when it runs as root and the kernel lets it, and otherwise (and always, as a second variant)
 injects ``ENOSPC`` into the muxer. No timed assertions: every check is about what reached the sink.
 """
@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime import cli
-from realtime.pipeline import Pipeline, StageTimer
-from realtime.sinks import Sink, VideoFileSink
-from realtime.sources import ReconnectingSource, SourceError, WebcamSource, camera_lost_image
+from warpcam.realtime import cli
+from warpcam.realtime.pipeline import Pipeline, StageTimer
+from warpcam.realtime.sinks import Sink, VideoFileSink
+from warpcam.realtime.sources import ReconnectingSource, SourceError, WebcamSource, camera_lost_image
 from tests import realdata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,8 +316,8 @@ def test_camera_lost_image_sizes():
 def test_cli_webcam_survives_an_unplug(cam_frames, monkeypatch, capsys):
     """The whole CLI on a (fake) webcam: unplugged after 12 frames, back on the second attempt.
     The null sink stops the run with Ctrl-C once frames flow again."""
-    import realtime.sources as sources_mod
-    from realtime.sinks import NullSink as _Null
+    import warpcam.realtime.sources as sources_mod
+    from warpcam.realtime.sinks import NullSink as _Null
 
     dev = Device(cam_frames, plan=[12, "missing", None], index=0)
     monkeypatch.setattr(sources_mod, "open_source", lambda spec, **kw: dev.open())
@@ -495,7 +495,7 @@ def test_sigint_during_a_file_job_removes_the_temporary_file(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 def test_stage_timer_window_is_bounded_by_default_and_keeps_the_newest():
-    from realtime.pipeline import DEFAULT_TIMER_WINDOW
+    from warpcam.realtime.pipeline import DEFAULT_TIMER_WINDOW
 
     assert DEFAULT_TIMER_WINDOW is not None and DEFAULT_TIMER_WINDOW <= 1 << 20
     t = StageTimer(window=1000)

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from kernels.cpu import CpuCompositor
-from realtime.gaze import EYEBALL_PER_IRIS, gaze_shift_px, iris_shift_flow
-from realtime.geometry import flow_jacobian_det
-from realtime.types import WarpJob
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.realtime.gaze import EYEBALL_PER_IRIS, gaze_shift_px, iris_shift_flow
+from warpcam.core.geometry import flow_jacobian_det
+from warpcam.core.types import WarpJob
 
 H, W = 60, 80
 

@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from realtime.gaze import GazeCorrector, GazeSettings, fade_between
-from realtime.geometry import flow_jacobian_det
-from realtime.smile import SmileEditor, SmileSettings
-from realtime.tracker import FaceTracker
+from warpcam.realtime.gaze import GazeCorrector, GazeSettings, fade_between
+from warpcam.core.geometry import flow_jacobian_det
+from warpcam.realtime.smile import SmileEditor, SmileSettings
+from warpcam.realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr, read_frames
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.gaze import GazeCorrector, GazeSettings
-from realtime.gaze_model import (CROP_H, CROP_W, DEFAULT_MODEL, GazeModelError,
+from warpcam.realtime.gaze import GazeCorrector, GazeSettings
+from warpcam.realtime.gaze_model import (CROP_H, CROP_W, DEFAULT_MODEL, GazeModelError,
                                  ModelGazeCorrector, _tensorrt_module, eye_crop, load_gaze_model)
-from realtime.tracker import FaceTracker
+from warpcam.realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr
 
 
@@ -119,7 +119,7 @@ def test_model_jobs_move_the_iris_up(astronaut_face, model):
 
 def test_left_and_right_eyes_are_mirror_consistent(model):
     """A mirror-symmetric face: the two eyes' flows mirror each other (x negated)."""
-    from realtime.gaze_model import ModelGazeCorrector
+    from warpcam.realtime.gaze_model import ModelGazeCorrector
     img = astronaut_bgr()
     with FaceTracker(max_faces=1, static_images=True) as tr:
         f = tr.track(img)[0]
@@ -136,9 +136,9 @@ def test_left_and_right_eyes_are_mirror_consistent(model):
 
 
 def test_pipeline_and_cli_use_the_model(tmp_path, astronaut_face, model):
-    from kernels.cpu import CpuCompositor
-    from realtime.pipeline import EffectSettings, Pipeline
-    from realtime.types import Frame
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.core.types import Frame
 
     img = astronaut_bgr()
     with FaceTracker(max_faces=1, static_images=True) as tr:
@@ -154,7 +154,7 @@ def test_pipeline_and_cli_use_the_model(tmp_path, astronaut_face, model):
     assert ys.min() >= eyes[:, 1].min() - 40 and ys.max() <= eyes[:, 1].max() + 40
 
     import cv2
-    from realtime.cli import main
+    from warpcam.realtime.cli import main
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), img)
     assert main(["--input", str(src), "--output", str(tmp_path / "out.png"), "--gaze-pitch", "10",

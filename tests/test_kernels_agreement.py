@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kernels.cpu import CpuCompositor
-from kernels.torch_backend import TorchCompositor
-from realtime.types import WarpJob
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.kernels.torch_backend import TorchCompositor
+from warpcam.core.types import WarpJob
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 VIDEO = REAL / "videos" / "two_faces_1280x720.mp4"

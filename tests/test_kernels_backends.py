@@ -17,16 +17,16 @@ import types
 import numpy as np
 import pytest
 
-import kernels
-from kernels import BackendError, get_compositor
-from kernels import cuda as kcuda
-from kernels.cpu import CpuCompositor
-from kernels.torch_backend import TorchCompositor
+from warpcam import kernels
+from warpcam.kernels import BackendError, get_compositor
+from warpcam.kernels import cuda as kcuda
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.kernels.torch_backend import TorchCompositor
 
 
 def _real_cupy_gpu() -> bool:
     try:
-        from kernels.cuda_backend import cuda_available
+        from warpcam.kernels.cuda_backend import cuda_available
     except ImportError:
         return False
     return cuda_available()
@@ -59,7 +59,7 @@ def test_unknown_backend():
 
 # --------------------------------------------------------------------------- fake CuPy
 class FakeCuPy:
-    """Just enough of ``cupy``/``cupyx`` for kernels.cuda_backend, on numpy + the host build."""
+    """Just enough of ``cupy``/``cupyx`` for warpcam.kernels.cuda_backend, on numpy + the host build."""
 
     def __init__(self, host, devices=1):
         self.host = host
@@ -209,25 +209,25 @@ class FakeCuPy:
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    from kernels import hostbuild
+    from warpcam.kernels import hostbuild
 
     if hostbuild.find_compiler() is None:
         pytest.skip("no C++ compiler: the fake CuPy runs the host build")
     fake = FakeCuPy(hostbuild.load())
     cupyx = types.SimpleNamespace(empty_pinned=fake.empty_pinned)
-    saved = sys.modules.pop("kernels.cuda_backend", None)
+    saved = sys.modules.pop("warpcam.kernels.cuda_backend", None)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setitem(sys.modules, "cupyx", cupyx)
     try:
-        mod = importlib.import_module("kernels.cuda_backend")
+        mod = importlib.import_module("warpcam.kernels.cuda_backend")
         mod._modules.clear()
         yield fake, mod
     finally:
-        sys.modules.pop("kernels.cuda_backend", None)
+        sys.modules.pop("warpcam.kernels.cuda_backend", None)
         with contextlib.suppress(AttributeError):
             delattr(kernels, "cuda_backend")
         if saved is not None:
-            sys.modules["kernels.cuda_backend"] = saved
+            sys.modules["warpcam.kernels.cuda_backend"] = saved
 
 
 def test_fake_cuda_composite_matches_host_build(fake_cuda):
@@ -281,7 +281,7 @@ def test_fake_cuda_device_path_and_dlpack(fake_cuda):
 
 
 def test_fake_cuda_crop_one_launch(fake_cuda):
-    from kernels.crop import CropSpec
+    from warpcam.kernels.crop import CropSpec
 
     from tests.test_kernels_agreement import astronaut
 

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kernels import crop
-from kernels.torch_backend import TorchCompositor
+from warpcam.kernels import crop
+from warpcam.kernels.torch_backend import TorchCompositor
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 VIDEO = REAL / "videos" / "two_faces_1280x720.mp4"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import cuda as kcuda
-from kernels import hostbuild
-from realtime.types import WarpJob
+from warpcam.kernels import cuda as kcuda
+from warpcam.kernels import hostbuild
+from warpcam.core.types import WarpJob
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_tiles_cover_exactly_the_boxes():
 
 
 def test_pack_crop_layout():
-    from kernels.crop import CropSpec
+    from warpcam.kernels.crop import CropSpec
 
     a = np.tile(np.array([[1.0, 0, 3], [0, 1.0, 4]]), (3, 1, 1))
     specs = [CropSpec(a[:2], (4, 5), 0.5, 0.5, flip=[False, True]),

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from kernels import cuda as kcuda
+from warpcam.kernels import cuda as kcuda
 
 PTXAS_STRICT = ("-Xptxas", "-warn-spills", "-Xptxas", "-warn-lmem-usage", "-Xptxas", "-v")
 

@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from kernels.cpu import CpuCompositor
-from realtime.gaze import GazeSettings
-from realtime.pipeline import EffectSettings, Pipeline, StageTimer
-from realtime.smile import SmileSettings
-from realtime.sinks import NullSink
-from realtime.sources import SourceError
-from realtime.tracker import FaceTracker
-from realtime.types import Frame
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.realtime.gaze import GazeSettings
+from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
+from warpcam.realtime.smile import SmileSettings
+from warpcam.realtime.sinks import NullSink
+from warpcam.realtime.sources import SourceError
+from warpcam.realtime.tracker import FaceTracker
+from warpcam.core.types import Frame
 from tests.helpers import job_mask
 from tests import realdata
 
@@ -425,7 +425,7 @@ def test_inplace_writes_into_the_frame_and_matches_the_copy(static_tracker, astr
 
 
 def test_inplace_run_does_not_alter_an_image_source(static_tracker, astronaut, tmp_path):
-    from realtime.sources import ImageSource
+    from warpcam.realtime.sources import ImageSource
 
     path = tmp_path / "astronaut.png"
     assert cv2.imwrite(str(path), astronaut)

@@ -43,7 +43,7 @@ def hook(event, args):
 
 sys.addaudithook(hook)
 sys.path.insert(0, @REPO@)
-from realtime import cli
+from warpcam.realtime import cli
 code = cli.main(@ARGV@)
 print("PRIVACY-REPORT " + json.dumps({"code": code, "socket_events": events, "writes": writes}))
 '''

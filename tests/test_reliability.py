@@ -25,16 +25,16 @@ import cv2
 import numpy as np
 import pytest
 
-from kernels.cpu import CpuCompositor
-from realtime import cli
-from realtime import landmarks as lm
-from realtime.gaze import GazeSettings
-from realtime.pipeline import EffectSettings, Pipeline
-from realtime.sinks import VideoFileSink
-from realtime.smile import SmileSettings
-from realtime.sources import VideoFileSource
-from realtime.tracker import FaceTracker
-from realtime.types import Frame
+from warpcam.kernels.cpu import CpuCompositor
+from warpcam.realtime import cli
+from warpcam.core import landmarks as lm
+from warpcam.realtime.gaze import GazeSettings
+from warpcam.realtime.pipeline import EffectSettings, Pipeline
+from warpcam.realtime.sinks import VideoFileSink
+from warpcam.realtime.smile import SmileSettings
+from warpcam.realtime.sources import VideoFileSource
+from warpcam.realtime.tracker import FaceTracker
+from warpcam.core.types import Frame
 from tests.helpers import job_mask
 from tests import realdata
 
@@ -522,7 +522,7 @@ def test_phone_video_with_a_rotation_flag_is_edited_upright(tmp_path):
 def test_eye_contact_state_of_tracks_gone_long_ago_is_forgotten(static_tracker, astronaut):
     import dataclasses
 
-    from realtime.gaze import GazeCorrector
+    from warpcam.realtime.gaze import GazeCorrector
 
     face = static_tracker.track(astronaut)[0]
     g = GazeCorrector(GazeSettings(eye_contact=True))

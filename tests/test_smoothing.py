@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from realtime.smoothing import OneEuroFilter
+from warpcam.realtime.smoothing import OneEuroFilter
 from tests import realdata
 
 FPS = 30.0
@@ -31,7 +31,7 @@ def run_filter(f: OneEuroFilter, xs, fps: float = FPS) -> np.ndarray:
 def still_raw_landmarks() -> np.ndarray:
     """``25 x 478 x 2`` raw landmarks of a still head (FaceTracker(smooth=False))."""
     frames = realdata.read_frames("eyes_left_right_wink_512.mp4", limit=25)
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     out = []
     with FaceTracker(smooth=False) as tr:

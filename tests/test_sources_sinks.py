@@ -19,7 +19,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from realtime.sinks import (  # noqa: E402
+from warpcam.realtime.sinks import (  # noqa: E402
     ImageSink,
     NullSink,
     PreviewSink,
@@ -32,7 +32,7 @@ from realtime.sinks import (  # noqa: E402
     open_sink,
     temp_path_for,
 )
-from realtime.sources import (  # noqa: E402
+from warpcam.realtime.sources import (  # noqa: E402
     ImageSource,
     SourceError,
     VideoFileSource,
@@ -40,7 +40,7 @@ from realtime.sources import (  # noqa: E402
     open_source,
     to_bgr8,
 )
-from realtime.types import Frame  # noqa: E402
+from warpcam.core.types import Frame  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
 VIDEOS = REAL / "videos"

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import landmarks as lm
-from realtime.tracker import FaceTracker
+from warpcam.core import landmarks as lm
+from warpcam.realtime.tracker import FaceTracker
 from tests import realdata
 
 pytest.importorskip("mediapipe")
@@ -239,7 +239,7 @@ def test_wink_is_per_eye_and_sides_are_the_subjects(looks_down_track):
 
 def test_smoothing_does_not_swallow_the_blink(looks_down_track):
     """The smoothed landmarks still close within two frames of the raw ones."""
-    from realtime.tracker import eye_openness
+    from warpcam.realtime.tracker import eye_openness
 
     raw = np.array([eye_openness(f[0].landmarks_raw) for f in looks_down_track[50:70]])
     sm = np.array([f[0].eye_openness for f in looks_down_track[50:70]])

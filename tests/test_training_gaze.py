@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.gaze import data as gdata
-from training.gaze.model import (DeepWarpGaze, GazeInference, GazeNetConfig, anchor_points,
+from warpcam.training.gaze import data as gdata
+from warpcam.training.gaze.model import (DeepWarpGaze, GazeInference, GazeNetConfig, anchor_points,
                                  gaze_loss, warp)
-from training.gaze.render import EYE_R, IRIS_R, render_groups
-from training.gaze.train import get_args_parser, main as train_main
+from warpcam.training.gaze.render import EYE_R, IRIS_R, render_groups
+from warpcam.training.gaze.train import get_args_parser, main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_renderer_pairs_have_exact_angles():
                 if abs(dg[0]) > 8:
                     assert np.sign(dl[1]) == -np.sign(dg[0])
     # Frontal head, pure yaw change: the iris moves by 12 mm * sin (the pipeline's eyeball model).
-    from training.gaze.render import crop_affines, render, sample_eyes
+    from warpcam.training.gaze.render import crop_affines, render, sample_eyes
     rng = np.random.default_rng(0)
     p = sample_eyes(rng, 2)
     p["head_yaw"][:] = 0
@@ -156,7 +156,7 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_npz):
               "--mix-length", "64", "--val-synthetic", str(tiny_npz), "--val-size", "16"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node", "2", "-m", "training.gaze.train", *common,
+                        "--nproc_per_node", "2", "-m", "warpcam.training.gaze.train", *common,
                         "--output-dir", str(tmp_path / "ddp")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -181,7 +181,7 @@ def _mined_fixture(tmp_path):
 
 
 def test_help_documents_the_options():
-    r = subprocess.run([sys.executable, "-m", "training.gaze.train", "--help"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "warpcam.training.gaze.train", "--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     for opt in ("--synthetic", "--mined", "--columbia", "--unityeyes", "--resume", "--amp",
@@ -190,7 +190,7 @@ def test_help_documents_the_options():
 
 
 def _export_tiny(tmp_path, **cfg):
-    from training.gaze.export import export, metadata
+    from warpcam.training.gaze.export import export, metadata
     torch.manual_seed(1)
     net = DeepWarpGaze(GazeNetConfig(**cfg))
     with torch.no_grad():  # make the flow non-trivial
@@ -203,7 +203,7 @@ def _export_tiny(tmp_path, **cfg):
 
 @pytest.mark.parametrize("cfg", [{}, {"anchors": True, "lcm": False}])
 def test_export_and_load_match_eager(tmp_path, cfg):
-    from realtime.gaze_model import load_gaze_model
+    from warpcam.realtime.gaze_model import load_gaze_model
     net, path = _export_tiny(tmp_path, **cfg)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["kind"] == "warpcam.gaze.deepwarp" and meta["angle_units"] == "degrees"
@@ -225,7 +225,7 @@ def test_export_and_load_match_eager(tmp_path, cfg):
 
 def _fake_face_landmarks(eye_right_c, eye_left_c, eye_w, iris_off):
     """478 x 2 landmarks with only the eye points meaningful (both eyes level)."""
-    from realtime import landmarks as lm
+    from warpcam.core import landmarks as lm
     pts = np.zeros((478, 2))
     for side, c in (("right", eye_right_c), ("left", eye_left_c)):
         ix = lm.eye_indices(side)
@@ -241,7 +241,7 @@ def _fake_face_landmarks(eye_right_c, eye_left_c, eye_w, iris_off):
 
 
 def test_columbia_loader(tmp_path):
-    from training.gaze.datasets import columbia_pairs, parse_columbia_name
+    from warpcam.training.gaze.datasets import columbia_pairs, parse_columbia_name
     assert parse_columbia_name("0003_2m_-15P_10V_-5H.jpg") == dict(
         subject="0003", distance=2, pose=-15, v=10, h=-5)
     assert parse_columbia_name("notes.txt") is None
@@ -274,7 +274,7 @@ def test_columbia_loader(tmp_path):
 
 
 def test_unityeyes_loader(tmp_path):
-    from training.gaze.datasets import unityeyes_pairs
+    from warpcam.training.gaze.datasets import unityeyes_pairs
     H, W = 240, 320
     for n, (look, iris_x) in enumerate((((0.0, 0.0, -1.0), 160.0),
                                         ((0.3420, 0.0, -0.9397), 175.0),
@@ -308,7 +308,7 @@ def test_unityeyes_loader(tmp_path):
 # -- mining ---------------------------------------------------------------------------------------
 
 def test_mining_rules_and_corner_alignment():
-    from training.gaze.mine import EyeObs, choose_pairs, compose, similarity
+    from warpcam.training.gaze.mine import EyeObs, choose_pairs, compose, similarity
     a1, b1 = np.array([10.0, 10.0]), np.array([30.0, 10.0])
     a2, b2 = np.array([12.0, 11.0]), np.array([32.0, 13.0])
     S = similarity((a1, b1), (a2, b2))
@@ -329,7 +329,7 @@ def test_mining_rules_and_corner_alignment():
 
 def test_mine_real_video_and_calibrate(tmp_path):
     from tests.realdata import video
-    from training.gaze.mine import mine_video
+    from warpcam.training.gaze.mine import mine_video
     path = video("eyes_left_right_wink_512.mp4")
     import av
     clip = tmp_path / "clip.avi"  # a short clip: the first 60 frames, MJPEG
@@ -345,19 +345,19 @@ def test_mine_real_video_and_calibrate(tmp_path):
     assert np.abs(ang[:, 1]).max() > 5  # the eyes move left and right
     assert all(p["src"].shape == (41, 51, 3) for p in pairs[:5])
     # calibration on the same clip (as a video file), from a tiny base model
-    from training.gaze.calibrate import main as calibrate
+    from warpcam.training.gaze.calibrate import main as calibrate
     _, base = _export_tiny(tmp_path)
     out = tmp_path / "personal.pt2"
     rc = calibrate(["--input", str(clip), "--seconds", "1.2", "--base", str(base), "--out", str(out),
                     "--steps", "3", "--synthetic-eyes", "8", "--quiet", "--no-window"])
     assert rc == 0 and out.exists()
-    from realtime.gaze_model import load_gaze_model
+    from warpcam.realtime.gaze_model import load_gaze_model
     meta = load_gaze_model(out, device="cpu", threads=None).meta
     assert any("calibration" in s for s in meta["training_data"])
 
 
 def test_evaluate_writes_table_and_plot(tmp_path, tiny_npz):
-    from training.gaze.evaluate import main as evaluate
+    from warpcam.training.gaze.evaluate import main as evaluate
     _, model = _export_tiny(tmp_path)
     mined = _mined_fixture(tmp_path)
     res = evaluate(["--synthetic", str(tiny_npz), "--real", str(mined), "--model", f"tiny={model}",

@@ -1,9 +1,9 @@
 """CUDA sources of the fused warp kernels and the binary layout they share with Python.
 
 The per-pixel math is in ``warp_math.cuh`` (``__host__ __device__``); ``warp_kernels.cu`` holds
-the ``extern "C"`` entry points that CuPy loads (:mod:`kernels.cuda_backend`), and
+the ``extern "C"`` entry points that CuPy loads (:mod:`warpcam.kernels.cuda_backend`), and
 ``host_loops.cpp`` runs the same thread bodies on the host for the tests
-(:mod:`kernels.hostbuild`). This module packs :class:`~realtime.types.WarpJob` lists and crop
+(:mod:`warpcam.kernels.hostbuild`). This module packs :class:`~warpcam.core.types.WarpJob` lists and crop
 ROIs into the flat tables those functions read, so the CUDA backend and the host build feed the
 math identical bytes.
 
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kernels import crop as _crop
+from warpcam.kernels import crop as _crop
 
 SOURCE_DIR = Path(__file__).resolve().parent
 HEADER = SOURCE_DIR / "warp_math.cuh"
@@ -108,7 +108,7 @@ class PackedJobs:
 
 
 def pack_jobs(jobs: Sequence, frame_shape: tuple) -> PackedJobs:
-    """Pack :class:`~realtime.types.WarpJob` s for a frame of shape ``(H, W, ...)``. Jobs that
+    """Pack :class:`~warpcam.core.types.WarpJob` s for a frame of shape ``(H, W, ...)``. Jobs that
     cannot write any pixel (box empty, or alpha 0 everywhere) are left out.
 
     Raises:
@@ -168,7 +168,7 @@ def job_box(job, frame_shape: tuple):
     the crop pixels where ``alpha > 0`` grown by one crop pixel (beyond that, bilinear alpha is
     exactly 0, so the result is unchanged). ``(x0, y0, x1, y1)`` exclusive end, or ``None``.
 
-    The same shrink as :mod:`kernels.cpu`; all backends skip the same pixels.
+    The same shrink as :mod:`warpcam.kernels.cpu`; all backends skip the same pixels.
     """
     box = job.frame_bbox(frame_shape)
     if box is None:
@@ -202,7 +202,7 @@ def job_tiles(boxes: Sequence[tuple], H: int, W: int) -> np.ndarray:
 
 
 def pack_crop(specs: Sequence) -> tuple:
-    """Pack :class:`~kernels.crop.CropSpec` s into one ``ROI_DTYPE`` table: one launch crops
+    """Pack :class:`~warpcam.kernels.crop.CropSpec` s into one ``ROI_DTYPE`` table: one launch crops
     every ROI of every spec (eyes, mouth and face networks alike).
 
     Returns:
@@ -211,7 +211,7 @@ def pack_crop(specs: Sequence) -> tuple:
         output shape ``(N_k, 3, h_k, w_k)`` (see :func:`split_output`).
 
     Raises:
-        ValueError: a bad spec (see :func:`kernels.crop.crop_rois`), or more than 2**31
+        ValueError: a bad spec (see :func:`warpcam.kernels.crop.crop_rois`), or more than 2**31
             output elements.
     """
     rows, shapes, offset = [], [], 0

@@ -2,14 +2,14 @@
 
     warpcam calibrate [--input 0] [--seconds 60] [--out ~/.warpcam/gaze_personal.pt2]
     python run.py --calibrate ...            # the same
-    python -m training.gaze.calibrate ...    # the same
+    python -m warpcam.training.gaze.calibrate ...    # the same
 
 1. **Record**: a window shows a dot that visits a 3 x 3 grid of screen points (about
    ``seconds / 9`` each) with a small camera preview; the user follows the dot with their eyes
    and keeps the head still. Frames go to a temporary MJPEG file (a minute of 720p frames would
    not fit in memory). ``--input`` may also be a video file (no window: its frames are used as
    recorded; ``--no-window`` hides the window for a webcam too).
-2. **Mine** pairs from the recording (:mod:`training.gaze.mine`: same head pose and openness,
+2. **Mine** pairs from the recording (:mod:`warpcam.training.gaze.mine`: same head pose and openness,
    different iris direction, angles from the iris landmarks).
 3. **Fine-tune** the base model (default: the committed ``models/gaze_deepwarp.pt2``; its weights
    are read from the exported program, no pickles) on the personal pairs mixed with fresh
@@ -77,8 +77,8 @@ def record(source, seconds: float, path: Path, window: bool = True) -> int:
 
 def model_from_pt2(path) -> tuple:
     """``(DeepWarpGaze, metadata)`` with the weights of an exported gaze program."""
-    from realtime.gaze_model import load_gaze_model
-    from training.gaze.model import DeepWarpGaze, GazeNetConfig
+    from warpcam.realtime.gaze_model import load_gaze_model
+    from warpcam.training.gaze.model import DeepWarpGaze, GazeNetConfig
 
     gm = load_gaze_model(path, device="cpu", threads=None)  # checks the file first
     ep = torch.export.load(str(path))
@@ -91,8 +91,8 @@ def model_from_pt2(path) -> tuple:
 def fine_tune(net, pairs, steps: int, lr: float = 5e-4, batch: int = 32, seed: int = 0,
               progress: bool = True):
     """A few Adam steps on ``pairs`` (a pair dataset); returns the mean loss of the last 20."""
-    from training.gaze.data import collate
-    from training.gaze.model import anchor_points, gaze_loss
+    from warpcam.training.gaze.data import collate
+    from warpcam.training.gaze.model import anchor_points, gaze_loss
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -133,12 +133,12 @@ def main(argv=None) -> int:
     # The rest of warpcam's options may come along from `run.py --calibrate`; ignore them.
     a, _ = ap.parse_known_args(argv)
 
-    from realtime.gaze_model import DEFAULT_MODEL, GazeModelError
-    from realtime.sources import SourceError, open_source
-    from training.gaze.data import MixedPairs, StoredPairs, SyntheticPairs
-    from training.gaze.export import export
-    from training.gaze.mine import mine_video
-    from training.gaze.render import render_groups
+    from warpcam.realtime.gaze_model import DEFAULT_MODEL, GazeModelError
+    from warpcam.realtime.sources import SourceError, open_source
+    from warpcam.training.gaze.data import MixedPairs, StoredPairs, SyntheticPairs
+    from warpcam.training.gaze.export import export
+    from warpcam.training.gaze.mine import mine_video
+    from warpcam.training.gaze.render import render_groups
 
     def fail(msg):
         print(f"warpcam: error: {msg}", flush=True, file=__import__("sys").stderr)

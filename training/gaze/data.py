@@ -11,9 +11,9 @@ gaze directions. ``ds[i]`` is a dict:
   the outer to the inner corner, iris centre) and ``iris_d`` (float, crop pixels);
 - ``source``: a short name (``synthetic``, ``mined``, ``columbia``, ``unityeyes``).
 
-Sources: :class:`SyntheticPairs` (renders of :mod:`training.gaze.render`), :class:`StoredPairs`
-(pairs stored as arrays: mined from videos by :mod:`training.gaze.mine`, or built by the
-public-dataset loaders of :mod:`training.gaze.datasets`), :class:`MixedPairs` (a fixed-length
+Sources: :class:`SyntheticPairs` (renders of :mod:`warpcam.training.gaze.render`), :class:`StoredPairs`
+(pairs stored as arrays: mined from videos by :mod:`warpcam.training.gaze.mine`, or built by the
+public-dataset loaders of :mod:`warpcam.training.gaze.datasets`), :class:`MixedPairs` (a fixed-length
 deterministic mixture). :class:`ShardedBatchSampler` gives every process of a DDP run its slice
 of the same global batches, so one process with the global batch sees exactly the same data.
 """
@@ -32,8 +32,8 @@ class SyntheticPairs:
     """All ordered pairs ``(i, j), i != j`` within each rendered eye group.
 
     Args:
-        data: the dict of :func:`training.gaze.render.render_groups` or the path of an ``.npz``
-            written by ``python -m training.gaze.render``.
+        data: the dict of :func:`warpcam.training.gaze.render.render_groups` or the path of an ``.npz``
+            written by ``python -m warpcam.training.gaze.render``.
         max_angle: pairs whose angle change exceeds this (degrees, either axis) are skipped
             by the index map (the product asks for at most 30).
     """

@@ -1,5 +1,5 @@
 """Loaders for public gaze data sets in their own layouts, as pair datasets
-(:class:`training.gaze.data.StoredPairs`, the interface of :mod:`training.gaze.data`).
+(:class:`warpcam.training.gaze.data.StoredPairs`, the interface of :mod:`warpcam.training.gaze.data`).
 
 **Columbia Gaze** (Smith et al., UIST 2013): ``ROOT/<subject>/<subject>_<d>m_<P>P_<V>V_<H>H.jpg``,
 e.g. ``0003/0003_2m_-15P_10V_-5H.jpg``: head pose ``P`` (yaw, degrees), vertical gaze ``V`` and
@@ -31,10 +31,10 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from realtime.gaze_model import CROP_H, CROP_W, eye_crop
-from realtime.geometry import roi_affine, to_crop
-from training.gaze.data import StoredPairs
-from training.gaze.mine import _crop, compose, corners, similarity
+from warpcam.realtime.gaze_model import CROP_H, CROP_W, eye_crop
+from warpcam.core.geometry import roi_affine, to_crop
+from warpcam.training.gaze.data import StoredPairs
+from warpcam.training.gaze.mine import _crop, compose, corners, similarity
 
 COLUMBIA_RE = re.compile(r"^(\d+)_(\d+)m_(-?\d+)P_(-?\d+)V_(-?\d+)H\.(jpg|jpeg|png)$", re.I)
 COLUMBIA_H_SIGN = 1.0
@@ -52,7 +52,7 @@ def parse_columbia_name(name: str) -> Optional[dict]:
 def mediapipe_landmarker(max_side: int = 1280) -> Callable:
     """``landmarker(image_bgr) -> 478 x 2`` frame-pixel landmarks (None without a face):
     mediapipe on a copy scaled to at most ``max_side`` pixels, landmarks scaled back."""
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     tr = FaceTracker(max_faces=1, static_images=True)
 
@@ -105,7 +105,7 @@ def columbia_pairs(root, landmarker: Optional[Callable] = None, max_pairs: Optio
 
 
 def _iris_d(pts, side):
-    from realtime.tracker import iris_measures
+    from warpcam.realtime.tracker import iris_measures
     return float(iris_measures(pts)[0][0 if side == "right" else 1])
 
 

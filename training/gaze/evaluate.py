@@ -2,7 +2,7 @@
 real eye at the target gaze, on held-out pairs, for no warp, the landmark-driven warp and
 trained models.
 
-    python -m training.gaze.evaluate --synthetic /tmp/warpcam/synth_test.npz \\
+    python -m warpcam.training.gaze.evaluate --synthetic /tmp/warpcam/synth_test.npz \\
         --real /tmp/warpcam/mined_eval.npz \\
         --model synthetic=models/gaze_deepwarp.pt2 --model synth+real=/tmp/warpcam/mixed.pt2 \\
         --out-dir docs --json benchmarks/results/gaze_model_eval.json
@@ -12,10 +12,10 @@ Sec. 5: "mean squared error per pixel"), averaged over pairs; reported overall a
 the redirection angle ``sqrt(dpitch^2 + dyaw^2)``. Methods:
 
 - ``identity``: the input eye unchanged;
-- ``landmark warp``: :func:`realtime.gaze.iris_shift_flow` on the source's landmarks with the
+- ``landmark warp``: :func:`warpcam.realtime.gaze.iris_shift_flow` on the source's landmarks with the
   eyeball model's shift and the default lid follow, plus its sclera palette mix, sampled in the
   crop (the pipeline applies it at frame resolution);
-- each ``--model NAME=FILE.pt2``: loaded with :func:`realtime.gaze_model.load_gaze_model`
+- each ``--model NAME=FILE.pt2``: loaded with :func:`warpcam.realtime.gaze_model.load_gaze_model`
   (the exported artifact, not the training code) and applied in the crop.
 
 Writes a markdown table (stdout and ``OUT_DIR/gaze_model_eval.md``), the plot
@@ -30,8 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.gaze import gaze_shift_px, iris_shift_flow, sclera_colour
-from realtime.gaze_model import load_gaze_model
+from warpcam.realtime.gaze import gaze_shift_px, iris_shift_flow, sclera_colour
+from warpcam.realtime.gaze_model import load_gaze_model
 
 BINS = [0, 5, 10, 15, 20, 30]
 
@@ -39,7 +39,7 @@ BINS = [0, 5, 10, 15, 20, 30]
 def load_pairs(path, limit=None, seed=0) -> dict:
     """Stacked pairs (``src``, ``tgt`` uint8 RGB, ``angle``, ``landmarks``, ``iris_d``) from a
     renderer ``.npz`` (all pairs of every group) or a stored-pairs ``.npz``."""
-    from training.gaze.data import StoredPairs, SyntheticPairs
+    from warpcam.training.gaze.data import StoredPairs, SyntheticPairs
 
     with np.load(path) as z:
         synthetic = "images" in z.files
@@ -79,7 +79,7 @@ def landmark_warp(src: np.ndarray, angle, landmarks, iris_d: float,
 
 def model_outputs(model, pairs: dict, batch: int = 64) -> np.ndarray:
     """Redirected crops (float32 RGB 0-255) of a loaded gaze model."""
-    from realtime.gaze_model import ANCHOR_INDEX
+    from warpcam.realtime.gaze_model import ANCHOR_INDEX
 
     outs = []
     for s in range(0, len(pairs["src"]), batch):
@@ -170,8 +170,8 @@ def crops_sheet(pairs: dict, models: dict, path, n: int = 6, seed: int = 0) -> N
 def main(argv=None):
     ap = argparse.ArgumentParser(description="DeepWarp metric (MSE per pixel, 0-255) on held-out "
                                  "pairs: identity vs landmark warp vs models.")
-    ap.add_argument("--synthetic", help="held-out renders (.npz from training.gaze.render)")
-    ap.add_argument("--real", help="held-out mined pairs (.npz from training.gaze.mine)")
+    ap.add_argument("--synthetic", help="held-out renders (.npz from warpcam.training.gaze.render)")
+    ap.add_argument("--real", help="held-out mined pairs (.npz from warpcam.training.gaze.mine)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=FILE",
                     help="exported model(s) to compare (repeatable)")
     ap.add_argument("--limit", type=int, default=3000, help="most pairs per set")

@@ -1,14 +1,14 @@
 """Export a trained gaze checkpoint as a ``torch.export`` program with metadata.
 
-    python -m training.gaze.export --checkpoint runs/gaze_synth/checkpoint.pt \\
+    python -m warpcam.training.gaze.export --checkpoint runs/gaze_synth/checkpoint.pt \\
         --out models/gaze_deepwarp.pt2
 
-The program is :class:`training.gaze.model.GazeInference`: ``(img (N, 3, 41, 51) RGB [0, 1],
+The program is :class:`warpcam.training.gaze.model.GazeInference`: ``(img (N, 3, 41, 51) RGB [0, 1],
 angle (N, 2) degrees[, anchors (N, 7, 2)]) -> (flow (N, 2, 41, 51) crop pixels, lcm_weight
 (N, 1, 41, 51), palette (3,) RGB [0, 1])``, with a dynamic batch dimension. The metadata
 (``warpcam_meta.json``, embedded as an extra file and written beside as ``OUT.json``) holds the
 crop spec, normalisation, angle units and conventions, the network config, the training data,
-steps and time, and the commit. ``realtime.gaze_model.load_gaze_model`` reads it back without
+steps and time, and the commit. ``warpcam.realtime.gaze_model.load_gaze_model`` reads it back without
 importing ``training/``.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from training.gaze.model import CROP_H, CROP_W, DeepWarpGaze, GazeInference, GazeNetConfig
+from warpcam.training.gaze.model import CROP_H, CROP_W, DeepWarpGaze, GazeInference, GazeNetConfig
 
 META_NAME = "warpcam_meta.json"
 MODEL_KIND = "warpcam.gaze.deepwarp"
@@ -44,7 +44,7 @@ def metadata(cfg: GazeNetConfig, ckpt: dict, notes: str = "") -> dict:
     return dict(
         kind=MODEL_KIND, format=1, roi="eye",
         crop=dict(h=CROP_H, w=CROP_W, rule="centre of the eye contour, 2x corner-to-corner "
-                  "width, height 0.8 of the width, x along the eye axis (realtime.gaze "
+                  "width, height 0.8 of the width, x along the eye axis (warpcam.realtime.gaze "
                   "GazeCorrector.eye_roi)", flip="subject's left eye mirrored left-right"),
         input=dict(layout="NCHW", channels="RGB", range=[0.0, 1.0]),
         conditioning=dict(name="gaze change target - source", order=["pitch", "yaw"],

@@ -1,6 +1,6 @@
 """Mine gaze pairs from ordinary face videos.
 
-    python -m training.gaze.mine --videos a.mp4 b.mp4 --out /tmp/warpcam/mined.npz
+    python -m warpcam.training.gaze.mine --videos a.mp4 b.mp4 --out /tmp/warpcam/mined.npz
 
 A pair is two frames of the same tracked person in which one eye has the same head pose
 (yaw, pitch and roll within ``--max-pose`` degrees), the same size (corner-to-corner width
@@ -8,13 +8,13 @@ within 5 %) and the same openness (within ``--max-open``), both open and with a 
 and whose irises point in different directions (``--min-angle`` to ``--max-angle`` degrees).
 
 - The **source** crop is the pipeline's eye ROI of the first frame
-  (:func:`realtime.gaze_model.eye_crop`); the **target** crop is the second frame through the same
+  (:func:`warpcam.realtime.gaze_model.eye_crop`); the **target** crop is the second frame through the same
   ROI carried over by the similarity that maps the first frame's eye corners onto the second's,
   so both crops show the eye in the same eye-corner frame (small head motion cancels out).
 - The **angle difference** comes from the iris centres, measured in the eye-corner frame of
   each frame with the pipeline's eyeball model: ``yaw = asin(x / r)``, ``pitch = -asin(y / r)``
   with ``(x, y)`` the iris offset from the corner midpoint along and across the eye axis and
-  ``r = 12 / 11.7 * iris diameter`` (:data:`realtime.gaze.EYEBALL_PER_IRIS`).
+  ``r = 12 / 11.7 * iris diameter`` (:data:`warpcam.realtime.gaze.EYEBALL_PER_IRIS`).
 
 Two passes over each video: tracking (landmarks only), then decoding again to cut just the
 crops the chosen pairs need (a long video never sits in memory).
@@ -31,10 +31,10 @@ from typing import Iterable, List, Optional
 import cv2
 import numpy as np
 
-from realtime import landmarks as lm
-from realtime.gaze import EYEBALL_PER_IRIS
-from realtime.gaze_model import CROP_H, CROP_W, eye_crop
-from training.gaze.data import save_pairs
+from warpcam.core import landmarks as lm
+from warpcam.realtime.gaze import EYEBALL_PER_IRIS
+from warpcam.realtime.gaze_model import CROP_H, CROP_W, eye_crop
+from warpcam.training.gaze.data import save_pairs
 
 
 @dataclass
@@ -91,7 +91,7 @@ def compose(s: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 def observe(frames: Iterable, max_faces: int = 2, tracker=None) -> List[EyeObs]:
     """Pass 1: track every frame (smoothed, video mode) and record every eye."""
-    from realtime.tracker import FaceTracker
+    from warpcam.realtime.tracker import FaceTracker
 
     obs = []
     own = tracker is None
@@ -195,7 +195,7 @@ def mine_video(path, rng: np.random.Generator, max_faces: int = 2, **rules) -> l
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Mine same-eye, same-pose gaze pairs from videos "
-                                 "into an .npz for `training.gaze.train --mined`.")
+                                 "into an .npz for `warpcam.training.gaze.train --mined`.")
     ap.add_argument("--videos", nargs="+", required=True, help="face videos")
     ap.add_argument("--out", required=True, help="output .npz (keep it out of the repository)")
     ap.add_argument("--max-pose", type=float, default=2.5, help="head pose match, degrees")

@@ -4,7 +4,7 @@
 Convention block:
 
 - Input ``img``: ``(N, 3, 41, 51)`` float32 **RGB in [0, 1]**, the pipeline's eye crop
-  (:func:`realtime.gaze_model.eye_crop_affine`) of a **right** eye; a left eye is flipped
+  (:func:`warpcam.realtime.gaze_model.eye_crop_affine`) of a **right** eye; a left eye is flipped
   left-right before the network (and the yaw negated), so one network serves both.
 - ``angle``: ``(N, 2)`` the wanted gaze **change** (target - source) ``(pitch, yaw)`` in
   **degrees** in the crop's frame: pitch positive = up, yaw positive = toward crop +x.
@@ -63,7 +63,7 @@ class GazeNetConfig:
 
 def anchor_points(landmarks: torch.Tensor) -> torch.Tensor:
     """The 7 anchors ``(N, 7, 2)`` from the 19 crop landmarks ``(N, 19, 2)`` (upper lid 9,
-    lower lid 9, iris centre; see :mod:`training.gaze.render`)."""
+    lower lid 9, iris centre; see :mod:`warpcam.training.gaze.render`)."""
     idx = [0, 3, 5, 8, 14, 12, 18]
     return landmarks[:, idx]
 

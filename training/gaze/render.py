@@ -1,12 +1,12 @@
 """Procedural eye renderer: pairs of eye crops of the same eye and head pose at two known gazes.
 
-    python -m training.gaze.render --eyes 8000 --gazes 6 --out /tmp/warpcam/synth.npz
+    python -m warpcam.training.gaze.render --eyes 8000 --gazes 6 --out /tmp/warpcam/synth.npz
 
 Each *eye* is a random person (eye width, canthal tilt, lid shape, iris colour and texture,
 pupil size, sclera tint and veins, skin tone, lashes, brow, lighting, blur) at a random head
 pose; it is rendered at ``K`` random gazes, so every ordered pair of its renders is a training
 pair with an exact angle difference. The crop is the pipeline's eye ROI (see
-:func:`realtime.gaze_model.eye_crop_affine`): centred on the eye contour, 2x the corner-to-corner
+:func:`warpcam.realtime.gaze_model.eye_crop_affine`): centred on the eye contour, 2x the corner-to-corner
 width, 0.8 as high, rotated along the eye axis, sampled at 41 x 51 (H x W). The rendered eye is
 a **right** eye (the subject's right: outer corner on the crop's left, inner corner and
 caruncle on its right), i.e. what the network sees for both eyes after the left one is flipped.
@@ -17,7 +17,7 @@ z away from the camera):
 - The eyeball rotates about ``C``. The iris is the spherical cap of the sphere of radius
   ``sqrt(12^2 + 5.85^2)`` around ``C`` whose rim (the limbus, 11.7 mm across) lies 12 mm from
   ``C``: a rotation by ``delta`` moves the limbus centre by ``12 sin(delta)``, which is the
-  eyeball model of the pipeline (:func:`realtime.gaze.gaze_shift_px`), so the angle labels and
+  eyeball model of the pipeline (:func:`warpcam.realtime.gaze.gaze_shift_px`), so the angle labels and
   the pipeline's degrees-to-pixels agree.
 - Lids are curves over the eye-corner line on a sphere 0.6 mm outside the eyeball; the upper lid
   follows vertical gaze (a random 0.8-1.1 of the iris displacement: lid-eye coordination), the

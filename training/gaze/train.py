@@ -2,15 +2,15 @@
 
 One process (CPU or GPU)::
 
-    python -m training.gaze.render --eyes 8000 --gazes 6 --out /tmp/warpcam/synth.npz
-    python -m training.gaze.train --synthetic /tmp/warpcam/synth.npz --output-dir runs/gaze_synth
+    python -m warpcam.training.gaze.render --eyes 8000 --gazes 6 --out /tmp/warpcam/synth.npz
+    python -m warpcam.training.gaze.train --synthetic /tmp/warpcam/synth.npz --output-dir runs/gaze_synth
 
 Several processes (DDP; gloo on the CPU, NCCL on GPUs)::
 
-    torchrun --standalone --nproc_per_node 2 -m training.gaze.train --synthetic ... --output-dir ...
+    torchrun --standalone --nproc_per_node 2 -m warpcam.training.gaze.train --synthetic ... --output-dir ...
 
 Data: ``--synthetic NPZ`` (procedural renders), ``--mined NPZ`` (pairs mined from videos by
-``python -m training.gaze.mine``), ``--columbia DIR`` and ``--unityeyes DIR`` (public datasets
+``python -m warpcam.training.gaze.mine``), ``--columbia DIR`` and ``--unityeyes DIR`` (public datasets
 in their own layouts), mixed per batch by ``--mix`` (one weight per source given, in that
 order). ``--batch-size`` is the global batch, split across processes; with
 ``--seed`` fixed, a run with N processes takes the same steps as one process.
@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.common.checkpoint import load_checkpoint, save_checkpoint
-from training.common.distributed import (DistInfo, cleanup, init_distributed_mode,
+from warpcam.training.common.checkpoint import load_checkpoint, save_checkpoint
+from warpcam.training.common.distributed import (DistInfo, cleanup, init_distributed_mode,
                                          mean_across)
-from training.common.runlog import RunLogger
-from training.gaze.data import (MixedPairs, ShardedBatchSampler, StoredPairs, SyntheticPairs,
+from warpcam.training.common.runlog import RunLogger
+from warpcam.training.gaze.data import (MixedPairs, ShardedBatchSampler, StoredPairs, SyntheticPairs,
                                 collate)
-from training.gaze.model import DeepWarpGaze, GazeNetConfig, anchor_points, gaze_loss
+from warpcam.training.gaze.model import DeepWarpGaze, GazeNetConfig, anchor_points, gaze_loss
 
 
 def git_commit() -> str:
@@ -69,11 +69,11 @@ def build_datasets(args) -> tuple:
         sets.append(StoredPairs(p, source="mined"))
         names.append(f"mined:{Path(p).name}")
     if args.columbia:
-        from training.gaze.datasets import columbia_pairs
+        from warpcam.training.gaze.datasets import columbia_pairs
         sets.append(columbia_pairs(args.columbia))
         names.append(f"columbia:{Path(args.columbia).name}")
     if args.unityeyes:
-        from training.gaze.datasets import unityeyes_pairs
+        from warpcam.training.gaze.datasets import unityeyes_pairs
         sets.append(unityeyes_pairs(args.unityeyes))
         names.append(f"unityeyes:{Path(args.unityeyes).name}")
     if not sets:
@@ -263,9 +263,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--synthetic", action="append", metavar="NPZ",
-                   help="procedural renders from `python -m training.gaze.render` (repeatable)")
+                   help="procedural renders from `python -m warpcam.training.gaze.render` (repeatable)")
     g.add_argument("--mined", action="append", metavar="NPZ",
-                   help="pairs mined from videos by `python -m training.gaze.mine` (repeatable)")
+                   help="pairs mined from videos by `python -m warpcam.training.gaze.mine` (repeatable)")
     g.add_argument("--columbia", metavar="DIR", help="Columbia Gaze data set folder")
     g.add_argument("--unityeyes", metavar="DIR", help="UnityEyes folder (N.jpg + N.json)")
     g.add_argument("--mix", type=float, nargs="+", metavar="W",
