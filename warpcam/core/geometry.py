@@ -27,6 +27,19 @@ def roi_affine(centre, axis_angle_rad: float, roi_w_px: float, roi_h_px: float,
     return np.hstack([lin, off[:, None]])
 
 
+def roi_affines(centres, angles, roi_w_px, roi_h_px, crop_w: int, crop_h: int) -> np.ndarray:
+    """Batched :func:`roi_affine`: ``centres (n, 2)``, ``angles``/``roi_w_px``/``roi_h_px``
+    ``(n,)`` (radians, frame pixels) -> ``(n, 2, 3)`` float64; the same maths row by row."""
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    ang = np.broadcast_to(np.asarray(angles, np.float64), centres.shape[:1])
+    sx = np.broadcast_to(np.asarray(roi_w_px, np.float64), ang.shape) / crop_w
+    sy = np.broadcast_to(np.asarray(roi_h_px, np.float64), ang.shape) / crop_h
+    c, s = np.cos(ang), np.sin(ang)
+    lin = np.stack([np.stack([c * sx, -s * sy], -1), np.stack([s * sx, c * sy], -1)], -2)
+    off = centres - np.einsum("nij,j->ni", lin, np.array([(crop_w - 1) / 2.0, (crop_h - 1) / 2.0]))
+    return np.concatenate([lin, off[..., None]], -1)
+
+
 def invert_affine(a: np.ndarray) -> np.ndarray:
     """Inverse of a 2 x 3 affine, in closed form.
 
