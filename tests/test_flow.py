@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from warpcam.kernels.cpu import CpuCompositor
-from warpcam.realtime.gaze import EYEBALL_PER_IRIS, gaze_shift_px, iris_shift_flow
+from warpcam.core.eyes import EYEBALL_PER_IRIS, gaze_shift_px
+from warpcam.core.eyewarp import iris_shift_flow
 from warpcam.core.geometry import flow_jacobian_det
 from warpcam.core.types import WarpJob
 
