@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from warpcam.core import landmarks as lm
-from warpcam.core.geometry import (CropCache, central_diff, flow_jacobian_det, pixel_grid,
-                               polygon_mask, roi_affine, smoothstep, to_crop)
+from warpcam.core.geometry import (CropCache, pixel_grid,
+                               roi_affine, smoothstep, to_crop)
 from warpcam.realtime.smoothing import OneEuroFilter
 from warpcam.core.types import Face, WarpJob
 
