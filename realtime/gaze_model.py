@@ -32,20 +32,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import zipfile
 from importlib import resources
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 
 from warpcam.core import landmarks as lm
-from warpcam.realtime.gaze import GazeCorrector, GazeSettings, eye_visibility, gaze_shift_px
-from warpcam.core.geometry import border_window, roi_affine, to_crop
-from warpcam.core.types import Face, WarpJob
+from warpcam.core.geometry import roi_affine, to_crop
 
 log = logging.getLogger("warpcam")
 
@@ -76,7 +72,8 @@ def eye_crop(pts: np.ndarray, side: str):
         outer to the inner corner, then the iris centre; the corner-to-corner width (frame px)
         and the eye-axis angle (radians).
     """
-    centre, angle, eye_w = GazeCorrector.eye_roi(pts, side)
+    from warpcam.core.eyes import eye_roi
+    centre, angle, eye_w = eye_roi(pts, side)
     A = roi_affine(centre, angle, 2.0 * eye_w, 1.6 * eye_w, CROP_W, CROP_H)
     ix = lm.eye_indices(side)
     crop_pts = to_crop(pts[ix["upper"] + ix["lower"] + ix["iris"][:1]], A)
@@ -269,96 +266,3 @@ def _tensorrt_module(ep, path: Path, meta: dict, cache_dir: Optional[str]):
         log.warning("torch-tensorrt failed (%s): the gaze model runs with torch on the GPU",
                     str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
         return None
-
-
-@dataclass
-class _PendingEye:
-    """An eye waiting for the batched network call (internal)."""
-
-    A: np.ndarray
-    side: str
-    face: Face
-    flip: bool
-    angle_in: np.ndarray  # network angle input (pitch, yaw), flipped frame
-    anchors: np.ndarray
-    key: tuple
-    signature: np.ndarray
-    meta: dict
-
-
-class ModelGazeCorrector(GazeCorrector):
-    """:class:`~warpcam.realtime.gaze.GazeCorrector` with the eye warp from a trained network.
-
-    Same settings, fades, eye contact and ROI as the landmark-driven effect; the per-eye
-    geometry-based flow is replaced by the network's flow and LCM weights for the requested
-    change (times the fade), both eyes in one batched call. While an eye holds still (its
-    crop-space landmarks within 0.2 crop pixels) the network's fields are reused
-    (:class:`~warpcam.core.geometry.CropCache`). ``meta["iris_shift_px"]`` reports the displacement
-    the eyeball model asks for (frame pixels), as the landmark-driven effect does.
-    """
-
-    def __init__(self, settings: GazeSettings, model: GazeModel, cache: bool = True,
-                 edge_margin: float = 0.15):
-        super().__init__(settings, cache=cache)
-        self.model = model
-        self.alpha = border_window(CROP_H, CROP_W, edge_margin)
-        self.calls = 0  # network calls (for tests and benchmarks)
-
-    def _eye_job(self, image, face: Face, side: str, k: int, delta, fade_face: float):
-        A, flip, crop_pts, eye_w, axis = eye_crop(face.landmarks, side)
-        if eye_w < 4.0:
-            return None
-        fade = self.eye_fade(face, k, fade_face)
-        if fade > 0.01:  # an occluder (hand, dark lenses) must not be bent
-            fade *= eye_visibility(image, face, side, k)
-        iris_d = float(face.iris_diameter_px[k])
-        if fade <= 0.01 or iris_d <= 2.0:
-            return None
-        d = np.asarray(delta, np.float64) * fade
-        if abs(d[0]) < 0.05 and abs(d[1]) < 0.05:
-            return None
-        angle_in = np.array([d[0], -d[1] if flip else d[1]], np.float32)
-        c_, s_ = math.cos(axis), math.sin(axis)
-        shift_frame = np.array([[c_, -s_], [s_, c_]]) @ gaze_shift_px(d[0], d[1], iris_d)
-        signature = np.concatenate([crop_pts.ravel(), angle_in.astype(np.float64) * 0.1])
-        return _PendingEye(A=A, side=side, face=face, flip=flip, angle_in=angle_in,
-                           anchors=crop_pts[ANCHOR_INDEX], key=(face.track_id, side),
-                           signature=signature,
-                           meta=dict(iris_shift_px=shift_frame, fade=fade,
-                                     delta_deg=tuple(float(x) for x in delta), model=True))
-
-    def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
-        from warpcam.kernels.crop import crop_rois
-
-        pending = super().jobs(image, faces, t)
-        fields: list = [None] * len(pending)
-        todo = []
-        for i, p in enumerate(pending):
-            if self.cache is not None:
-                fields[i] = self.cache.get(p.key, p.signature)
-            if fields[i] is None:
-                todo.append(i)
-        if todo:
-            sel = [pending[i] for i in todo]
-            crops = crop_rois(image, np.stack([p.A for p in sel]), (CROP_H, CROP_W), 0.0, 1.0,
-                              flip=[p.flip for p in sel])
-            flow, wts, palette = self.model(crops, np.stack([p.angle_in for p in sel]),
-                                            np.stack([p.anchors for p in sel]))
-            self.calls += 1
-            colour = (palette[::-1] * 255.0).astype(np.float32)  # RGB [0, 1] -> BGR 0-255
-            for j, i in enumerate(todo):
-                f, w = flow[j], wts[j]
-                if pending[i].flip:  # back to the frame's orientation
-                    f = f[:, ::-1].copy()
-                    f[..., 0] *= -1.0
-                    w = w[:, ::-1]
-                fields[i] = (np.ascontiguousarray(f, np.float32),
-                             np.ascontiguousarray(w, np.float32), colour)
-                if self.cache is not None:
-                    self.cache.put(pending[i].key, pending[i].signature, fields[i])
-        out = []
-        for p, (f, w, colour) in zip(pending, fields):
-            palette_mix = (w, colour) if float(w.max()) > 1e-3 else None
-            out.append(WarpJob(crop_to_frame=p.A, flow=f, alpha=self.alpha, palette_mix=palette_mix,
-                               kind=f"eye_{p.side}", face_id=p.face.track_id, meta=p.meta))
-        return out
