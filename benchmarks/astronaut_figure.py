@@ -26,8 +26,8 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def render(settings_list, image: np.ndarray):
     from warpcam.kernels.cpu import CpuCompositor
-    from warpcam.realtime.gaze import GazeCorrector
-    from warpcam.realtime.smile import SmileEditor
+    from warpcam.realtime.effects.gaze import GazeEffect
+    from warpcam.realtime.effects.smile import SmileEffect
     from warpcam.realtime.tracker import FaceTracker
 
     with FaceTracker(max_faces=1, static_images=True) as tr:
@@ -36,7 +36,7 @@ def render(settings_list, image: np.ndarray):
         raise SystemExit("no face found in the astronaut photo")
     outs = []
     for gaze, smile in settings_list:
-        jobs = GazeCorrector(gaze).jobs(image, faces) + SmileEditor(smile).jobs(image, faces)
+        jobs = GazeEffect(gaze).jobs(image, faces) + SmileEffect(smile).jobs(image, faces)
         outs.append(CpuCompositor().composite(image, jobs))
     return faces[0], outs
 
@@ -48,8 +48,8 @@ def main(argv=None):
     from skimage import data
 
     from warpcam.core import landmarks as lm
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects.smile import SmileSettings
 
     img = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     cases = [("original", GazeSettings(), SmileSettings(0.0)),

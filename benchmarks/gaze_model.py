@@ -44,15 +44,15 @@ def network_cost(model, iters: int = 500) -> dict:
 
 
 def effect_cost(model, iters: int = 200) -> dict:
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.gaze_model import ModelGazeCorrector
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.gaze_model import ModelGazeEffect
     from warpcam.realtime.tracker import FaceTracker
     from tests.realdata import astronaut_bgr
 
     img = astronaut_bgr()
     with FaceTracker(max_faces=1, static_images=True) as tr:
         faces = tr.track(img)
-    eff = ModelGazeCorrector(GazeSettings(pitch_deg=10.0), model, cache=False)
+    eff = ModelGazeEffect(GazeSettings(pitch_deg=10.0), model, cache=False)
     for _ in range(20):
         eff.jobs(img, faces)
     ts = []
@@ -67,8 +67,9 @@ def effect_cost(model, iters: int = 200) -> dict:
 
 def retrack(model, video: str, pitch: float, yaw: float = 0.0) -> dict:
     from warpcam.kernels.cpu import CpuCompositor
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline
     from warpcam.realtime.sources import VideoFileSource
     from warpcam.realtime.tracker import FaceTracker
 
@@ -78,7 +79,7 @@ def retrack(model, video: str, pitch: float, yaw: float = 0.0) -> dict:
 
     def run(gm):
         outs, requests = [], []
-        settings = EffectSettings(gaze=GazeSettings(pitch_deg=pitch, yaw_deg=yaw))
+        settings = build_effects(gaze=GazeSettings(pitch_deg=pitch, yaw_deg=yaw))
         with FaceTracker(max_faces=1) as tr:
             pipe = Pipeline(tr, CpuCompositor(), settings, gaze_model=gm)
             for fr, im in zip(frames, imgs):
@@ -109,8 +110,9 @@ def astronaut_figure(model, path) -> None:
     import cv2
 
     from warpcam.kernels.cpu import CpuCompositor
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline
     from warpcam.realtime.tracker import FaceTracker
     from warpcam.core.types import Frame
     from tests.realdata import astronaut_bgr
@@ -130,7 +132,7 @@ def astronaut_figure(model, path) -> None:
             if kw is None:
                 out = img
             else:
-                pipe = Pipeline(tr, CpuCompositor(), EffectSettings(gaze=GazeSettings(**kw)),
+                pipe = Pipeline(tr, CpuCompositor(), build_effects(gaze=GazeSettings(**kw)),
                                 gaze_model=gm)
                 out, _, _ = pipe.process(Frame(img.copy(), 0))
             tile = cv2.resize(out[y0:y1, x0:x1], None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)

@@ -56,14 +56,15 @@ def main(argv=None):
 
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.core import landmarks as lm
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline
     from warpcam.realtime.sources import VideoFileSource
     from warpcam.realtime.tracker import FaceTracker
 
     with VideoFileSource(a.video) as src:
         frames = list(src)
-    settings = EffectSettings(gaze=GazeSettings(pitch_deg=a.pitch, yaw_deg=a.yaw))
+    settings = build_effects(gaze=GazeSettings(pitch_deg=a.pitch, yaw_deg=a.yaw))
     outs, requests = [], []
     with FaceTracker(max_faces=1) as tr:
         pipe = Pipeline(tr, CpuCompositor(), settings)

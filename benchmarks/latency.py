@@ -79,10 +79,11 @@ def main(argv=None) -> dict:
         return live_main(a)
 
     from warpcam.kernels import get_compositor
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline, StageTimer
     from warpcam.realtime.sinks import NullSink
-    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.effects.smile import SmileSettings
     from warpcam.realtime.sources import VideoFileSource
     from warpcam.realtime.tracker import FaceTracker
 
@@ -110,7 +111,7 @@ def main(argv=None) -> dict:
                 t0 = time.perf_counter()
                 tr.track(fr.image, fr.pts_seconds)
                 track_only.append(time.perf_counter() - t0)
-        settings = EffectSettings(gaze=GazeSettings(pitch_deg=a.gaze_pitch),
+        settings = build_effects(gaze=GazeSettings(pitch_deg=a.gaze_pitch),
                                   smile=SmileSettings(a.smile))
         with FaceTracker(max_faces=a.max_faces) as tr:
             pipe = Pipeline(tr, get_compositor(a.backend), settings, timer=timer, inplace=True)
@@ -256,9 +257,10 @@ def _timing_sink(width, height, done_when):
 
 def _live_condition(name, images, a, width, height):
     from warpcam.kernels import get_compositor
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
-    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline, StageTimer
+    from warpcam.realtime.effects.smile import SmileSettings
     from warpcam.realtime.sources import ReconnectingSource, WebcamSource
     from warpcam.realtime.tracker import FaceTracker
 
@@ -269,14 +271,14 @@ def _live_condition(name, images, a, width, height):
         def close(self):
             pass
 
-    off = EffectSettings(gaze=GazeSettings(enabled=False), smile=SmileSettings(0.0))
+    off = build_effects(gaze=GazeSettings(enabled=False), smile=SmileSettings(0.0))
     if name == "plumbing":
         tracker, settings = _NoTracker(), off
     else:
         tracker = FaceTracker(max_faces=a.max_faces)
         for img in images[:10]:  # the graph's start-up is not part of a call
             tracker.track(img)
-        settings = off if name == "tracking" else EffectSettings(
+        settings = off if name == "tracking" else build_effects(
             gaze=GazeSettings(pitch_deg=a.gaze_pitch), smile=SmileSettings(a.smile))
     total = int(round((a.warmup + a.seconds) * a.fps))
     cap = PacedCapture(images, a.fps)

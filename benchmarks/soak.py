@@ -117,14 +117,15 @@ def main(argv=None) -> dict:
         ap.error("--warmup must be smaller than --frames")
 
     from warpcam.kernels import get_compositor
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline, StageTimer
     from warpcam.realtime.sinks import NullSink, VideoFileSink
-    from warpcam.realtime.smile import SmileSettings
+    from warpcam.realtime.effects.smile import SmileSettings
     from warpcam.realtime.tracker import FaceTracker
 
     source = LoopedVideo(a.input, a.frames)
-    settings = EffectSettings(gaze=GazeSettings(pitch_deg=a.gaze_pitch, eye_contact=a.eye_contact),
+    settings = build_effects(gaze=GazeSettings(pitch_deg=a.gaze_pitch, eye_contact=a.eye_contact),
                               smile=SmileSettings(a.smile))
     tmpdir = None
     if a.output == "file":

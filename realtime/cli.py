@@ -33,45 +33,124 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the virtual camera")
     p.add_argument("--preview", action="store_true", help="show a preview window with a HUD "
                    "(keys: g toggles gaze, [ and ] change the smile, q quits)")
-    p.add_argument("--gaze-pitch", type=float, default=0.0, metavar="DEG",
-                   help="fixed gaze redirection up (+) or down (-), degrees")
-    p.add_argument("--gaze-yaw", type=float, default=0.0, metavar="DEG",
-                   help="fixed gaze redirection toward the subject's left (+), degrees")
-    p.add_argument("--eye-contact", action=argparse.BooleanOptionalAction, default=None,
-                   help="redirect the gaze toward the camera (default: on for a webcam, off "
-                        "for files and images)")
-    p.add_argument("--camera-offset-cm", type=float, default=3.0, metavar="CM",
-                   help="camera height above the screen centre, for --eye-contact (default 3)")
-    p.add_argument("--smile", type=float, default=0.0, metavar="S",
-                   help="smile strength in [-1, 1]: + lifts the mouth corners (AU12), - lowers "
-                        "them (AU15)")
     p.add_argument("--max-faces", type=int, default=1, metavar="N",
                    help="most faces edited per frame (default 1)")
-    p.add_argument("--backend", choices=("auto", "cpu", "torch", "cuda"), default="auto",
+    try:
+        from warpcam.kernels import backend_names
+        choices = backend_names()
+    except ImportError:  # TEMP until the kernels registry lands
+        choices = ("auto", "cpu", "torch", "cuda")
+    p.add_argument("--backend", choices=choices, default="auto",
                    help="compositor backend (default auto: cuda with a GPU, else cpu)")
     p.add_argument("--width", type=int, default=1280, help="webcam capture width")
     p.add_argument("--height", type=int, default=720, help="webcam capture height")
     p.add_argument("--fps", type=float, default=30.0, help="webcam capture frame rate")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    p.add_argument("--gaze-model", nargs="?", const="", default=None, metavar="FILE",
-                   help="redirect the gaze with a trained DeepWarp network (.pt2) instead of the "
-                        "landmark-driven warp; without FILE: the bundled "
-                        "models/gaze_deepwarp.pt2 (default: the landmark-driven warp)")
+    add_effect_arguments(p)
     p.add_argument("--calibrate", action="store_true",
                    help="record a minute of you following dots in a window and train a personal "
                         "gaze model (same as `warpcam calibrate`; see `warpcam calibrate --help`)")
     return p
 
 
+def _flag(spec, info) -> str:
+    return info.flag or f"--{spec.name}-{info.name.replace('_', '-')}"
+
+
+def _dest(spec, name: str) -> str:
+    return f"effect__{spec.name}__{name}"
+
+
+def add_effect_arguments(p: argparse.ArgumentParser) -> None:
+    """One argument group per registered effect, generated from its settings dataclass
+    (:func:`~warpcam.realtime.effects.setting`) and its ``extra_args``."""
+    from warpcam.realtime.effects import registered, setting_infos
+
+    for spec in registered():
+        g = p.add_argument_group(f"{spec.name} effect", spec.help or None)
+        for info in setting_infos(spec.settings_cls):
+            if not info.cli:
+                continue
+            if info.type is bool:
+                g.add_argument(_flag(spec, info), dest=_dest(spec, info.name),
+                               action=argparse.BooleanOptionalAction, default=None,
+                               help=info.help)
+            else:
+                rng = ("" if info.lo is None and info.hi is None
+                       else f" (range {info.lo:g} to {info.hi:g})")
+                g.add_argument(_flag(spec, info), dest=_dest(spec, info.name), default=None,
+                               type=info.type if info.type in (int, float) else str,
+                               metavar=info.unit.upper() or "X",
+                               help=f"{info.help}{rng}")
+        for flag, kwargs in spec.extra_args:
+            g.add_argument(flag, dest=_dest(spec, _option_name(spec, flag)), **kwargs)
+
+
+def _option_name(spec, flag: str) -> str:
+    name = flag.lstrip("-")
+    if name.startswith(spec.name + "-"):
+        name = name[len(spec.name) + 1:]
+    return name.replace("-", "_")
+
+
+def effect_settings(a: argparse.Namespace, live_source: bool) -> dict:
+    """``{effect name: settings object}`` from the parsed flags; a setting not given takes its
+    ``live_source_default`` for a webcam, else its default.
+
+    Raises:
+        SettingsError: a value out of its declared range.
+    """
+    import dataclasses
+
+    from warpcam.realtime.effects import SettingsError, registered, setting_infos, validate
+
+    out = {}
+    for spec in registered():
+        changes = {}
+        for info in setting_infos(spec.settings_cls):
+            v = getattr(a, _dest(spec, info.name), None) if info.cli else None
+            if v is None and live_source and info.live_source_default is not None:
+                v = info.live_source_default
+            if v is not None:
+                changes[info.name] = v
+        try:
+            obj = dataclasses.replace(spec.settings_cls(), **changes)
+            validate(obj)
+        except SettingsError as exc:  # name the flag, not the field
+            info = next((i for i in setting_infos(spec.settings_cls) if i.name == exc.field), None)
+            if info is None or not info.cli:
+                raise
+            raise SettingsError(f"{_flag(spec, info)} {exc.detail}", field=exc.field,
+                                detail=exc.detail) from None
+        out[spec.name] = obj
+    return out
+
+
+def effect_options(a: argparse.Namespace) -> dict:
+    """``{effect name: {option: value}}`` of the effects' ``extra_args`` that were given."""
+    from warpcam.realtime.effects import registered
+
+    out = {}
+    for spec in registered():
+        opts = {}
+        for flag, _ in spec.extra_args:
+            name = _option_name(spec, flag)
+            v = getattr(a, _dest(spec, name), None)
+            if v is not None:
+                opts[name] = v
+        out[spec.name] = opts
+    return out
+
+
 def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     import math
-    for name in ("gaze_pitch", "gaze_yaw", "camera_offset_cm", "smile"):
-        if not math.isfinite(getattr(a, name)):
-            p.error(f"--{name.replace('_', '-')} must be a finite number")
-    if not -1.0 <= a.smile <= 1.0:
-        p.error(f"--smile must be in [-1, 1], got {a.smile}")
-    if abs(a.gaze_pitch) > 30 or abs(a.gaze_yaw) > 30:
-        p.error("--gaze-pitch and --gaze-yaw must be within +-30 degrees")
+
+    from warpcam.realtime.effects import SettingsError
+
+    try:  # ranges and finiteness of every effect setting, before any work starts
+        effect_settings(a, live_source=False)
+    except SettingsError as exc:
+        p.error(str(exc))
     if a.max_faces < 1:
         p.error(f"--max-faces must be >= 1, got {a.max_faces}")
     if a.width <= 0 or a.height <= 0:
@@ -93,10 +172,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="warpcam: %(message)s")
 
     from warpcam.kernels import BackendError, get_compositor
-    from warpcam.realtime.gaze import GazeSettings
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.effects import EffectError, SettingsError, build_effects
+    from warpcam.realtime.pipeline import Pipeline
     from warpcam.realtime.sinks import SinkError, open_sink
-    from warpcam.realtime.smile import SmileSettings
     from warpcam.realtime.sources import (ImageSource, ReconnectingSource, SourceError, WebcamSource,
                                   open_source)
     from warpcam.realtime.tracker import FaceTracker
@@ -109,13 +187,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         compositor = get_compositor(args.backend)
     except BackendError as exc:
         return fail(str(exc))
-    gaze_model = None
-    if args.gaze_model is not None:  # checked before the first frame
-        from warpcam.realtime.gaze_model import GazeModelError, load_gaze_model
-        try:
-            gaze_model = load_gaze_model(args.gaze_model or None)
-        except GazeModelError as exc:
-            return fail(str(exc))
+    options = effect_options(args)
+    effects = None
+    try:  # models are loaded and checked before the first frame (and before the source opens)
+        effects = build_effects(effect_settings(args, live_source=False), options)
+    except (EffectError, SettingsError) as exc:
+        return fail(str(exc))
     try:
         source = open_source(args.input, width=args.width, height=args.height, fps=args.fps)
     except SourceError as exc:
@@ -127,11 +204,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             lambda: open_source(args.input, width=args.width, height=args.height, fps=args.fps),
             first=source)
     with source:
-        eye_contact = args.eye_contact if args.eye_contact is not None else source.is_live
-        settings = EffectSettings(
-            gaze=GazeSettings(pitch_deg=args.gaze_pitch, yaw_deg=args.gaze_yaw,
-                              eye_contact=eye_contact, camera_offset_cm=args.camera_offset_cm),
-            smile=SmileSettings(args.smile))
+        if source.is_live:  # settings whose default differs for a camera (eye contact)
+            for e in effects:
+                e.settings.set(effect_settings(args, live_source=True)[e.name])
         try:
             sink = open_sink(args.output, source=source, preview=args.preview)
         except SinkError as exc:
@@ -141,8 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # Inside the try: a failure or Ctrl-C while mediapipe starts still aborts the sink.
             tracker = FaceTracker(max_faces=args.max_faces,
                                   static_images=isinstance(source, ImageSource))
-            pipeline = Pipeline(tracker, compositor, settings, inplace=True,
-                                gaze_model=gaze_model)
+            pipeline = Pipeline(tracker, compositor, effects, inplace=True)
             stats = pipeline.run(source, sink, progress=not args.quiet)
         except (SourceError, SinkError, ValueError) as exc:
             sink.abort()

@@ -11,15 +11,13 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from warpcam.realtime.gaze import GazeCorrector, GazeSettings
-from warpcam.realtime.smile import SmileEditor, SmileSettings
-from warpcam.realtime.sources import to_bgr8
 from warpcam.core.types import Face, Frame, WarpJob
+from warpcam.realtime.effects import Effect, FrameCrops, LiveSettings, build_effects
+from warpcam.realtime.sources import to_bgr8
 
 log = logging.getLogger("warpcam")
 
@@ -112,44 +110,45 @@ class StageTimer:
         return out
 
 
-@dataclass
-class EffectSettings:
-    """Everything the user can change while the pipeline runs."""
-
-    gaze: GazeSettings = field(default_factory=GazeSettings)
-    smile: SmileSettings = field(default_factory=SmileSettings)
-
-
 class Pipeline:
     """Tracks faces, runs the effects and composites one frame at a time.
 
     Args:
-        tracker: a :class:`~warpcam.realtime.tracker.FaceTracker` (or anything with ``track(img, t)``).
-        compositor: a backend from :func:`warpcam.kernels.get_compositor`.
-        settings: :class:`EffectSettings`; changes take effect on the next frame.
+        tracker: a :class:`~warpcam.realtime.tracker.FaceTracker` (or anything with
+            ``track(img, t)``).
+        compositor: a backend from :func:`warpcam.kernels.get_compositor`; the effects' crops
+            go through it too (:class:`~warpcam.realtime.effects.FrameCrops`).
+        effects: the ordered effect list (default: every registered effect with its default
+            settings, :func:`~warpcam.realtime.effects.build_effects`). Their jobs are
+            composited in this order.
         timer: where stage times go (a new :class:`StageTimer` by default).
-        gaze_model: a :class:`~warpcam.realtime.gaze_model.GazeModel` (``load_gaze_model``): the gaze
-            effect then uses the trained network instead of the landmark-driven warp.
         inplace: composite into the frame's own array (saves a full-frame copy; use it when
             the frames are not needed afterwards, as in :meth:`run`).
+
+    Attributes:
+        settings: ``{effect name: LiveSettings}``, the one owner of each effect's settings:
+            ``pipeline.settings["smile"].update(strength=0.5)`` from any thread applies at the
+            next frame, as a whole.
     """
 
-    def __init__(self, tracker, compositor, settings: Optional[EffectSettings] = None,
-                 timer: Optional[StageTimer] = None, inplace: bool = False, gaze_model=None):
+    def __init__(self, tracker, compositor, effects: Optional[List[Effect]] = None,
+                 timer: Optional[StageTimer] = None, inplace: bool = False):
         self.tracker = tracker
         self.compositor = compositor
-        self.settings = settings or EffectSettings()
+        self.effects: List[Effect] = list(effects) if effects is not None else build_effects()
+        self.settings: Dict[str, LiveSettings] = {e.name: e.settings for e in self.effects}
         self.timer = timer or StageTimer()
         self.inplace = inplace
-        if gaze_model is not None:  # a loaded warpcam.realtime.gaze_model.GazeModel: model-driven gaze
-            from warpcam.realtime.gaze_model import ModelGazeCorrector
-            self.gaze = ModelGazeCorrector(self.settings.gaze, gaze_model)
-        else:
-            self.gaze = GazeCorrector(self.settings.gaze)
-        self.smile = SmileEditor(self.settings.smile)
         self.frames = 0
         self.faces_seen = 0
         self._warned: set = set()
+
+    def effect(self, name: str) -> Effect:
+        """The effect called ``name``. Raises ``KeyError``."""
+        for e in self.effects:
+            if e.name == name:
+                return e
+        raise KeyError(f"no effect {name!r} in this pipeline")
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -184,10 +183,11 @@ class Pipeline:
         t1 = time.perf_counter()
         jobs: List[WarpJob] = []
         if faces:
-            # Settings may change between frames (preview hotkeys): keep effects in sync.
-            self.gaze.settings = self.settings.gaze
-            self.smile.settings = self.settings.smile
-            jobs = self.gaze.jobs(img, faces, t) + self.smile.jobs(img, faces, t)
+            crops = FrameCrops(self.compositor, img)
+            for effect in self.effects:
+                te = time.perf_counter()
+                jobs += effect.jobs(img, faces, t, crops)
+                self.timer.add(f"effect.{effect.name}", time.perf_counter() - te)
             jobs = self._finite(jobs)
         t2 = time.perf_counter()
         if not jobs:
@@ -258,7 +258,7 @@ class Pipeline:
                         and last_out.shape == img.shape
                     out, jobs = (last_out, []) if held else (img, [])
                     sink.write(frame, out)
-                    if not self._handle_keys(sink):
+                    if not self._frame_done(sink):
                         break
                     continue
                 out, jobs = self.render(img, faces, t)
@@ -274,7 +274,7 @@ class Pipeline:
                     bar.update(1)
                 if on_frame is not None:
                     on_frame(frame, out, faces, jobs)
-                if not self._handle_keys(sink):
+                if not self._frame_done(sink):
                     break
         except BaseException:
             if feed is not None:
@@ -310,35 +310,11 @@ class Pipeline:
             n += 1
             yield frame, img, faces, t, t_cap
 
-    def _handle_keys(self, sink) -> bool:
-        """Preview hotkeys: g toggles gaze, [ and ] change the smile by 0.1, q quits."""
-        if self.frames % 15 == 1:
-            sink.set_hud_lines(self.hud_lines())
-        key = sink.poll_key()
-        if key is None:
-            return True
-        s = self.settings
-        if key == "q":
-            return False
-        if key == "g":
-            s.gaze.enabled = not s.gaze.enabled
-        elif key in ("[", "]"):
-            step = 0.1 if key == "]" else -0.1
-            s.smile = SmileSettings(float(np.clip(round(s.smile.strength + step, 2), -1, 1)))
-        return True
-
-    def hud_lines(self) -> List[str]:
-        """Text for the preview HUD: fps and per-stage p50 over recent frames."""
-        tot = self.timer.last_ms("total", 30)
-        fps = 1000.0 / np.mean(tot) if tot.size else 0.0
-        lines = [f"fps {fps:5.1f}"]
-        for st in ("tracking", "effects", "composite", "output"):
-            v = self.timer.last_ms(st, 30)
-            if v.size:
-                lines.append(f"{st:9s} {np.median(v):5.1f} ms")
-        g = self.settings.gaze
-        lines.append(f"gaze {'on' if g.enabled else 'off'}  smile {self.settings.smile.strength:+.1f}")
-        return lines
+    def _frame_done(self, sink) -> bool:
+        """Hand the sink its per-frame hook (the preview updates its HUD and applies its keys to
+        the live settings, :mod:`warpcam.realtime.io.preview`); False stops the run."""
+        done = getattr(sink, "frame_done", None)
+        return True if done is None else bool(done(self))
 
     def stats(self) -> dict:
         """Frames processed, faces seen, live frames dropped, wall time and the per-stage timing

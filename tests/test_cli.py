@@ -294,12 +294,12 @@ def test_cli_video_edits_the_eyes_and_nothing_away_from_the_face(looks_down_run)
 
 
 def _spy_effects(monkeypatch):
-    """Wrap FaceTracker.track and GazeCorrector.jobs (behaviour unchanged) to record, per frame,
+    """Wrap FaceTracker.track and GazeEffect.jobs (behaviour unchanged) to record, per frame,
     the number of faces found, and per gaze call whether eye contact was on and the job kinds."""
-    from warpcam.realtime.gaze import GazeCorrector
+    from warpcam.realtime.effects.gaze import GazeEffect
     from warpcam.realtime.tracker import FaceTracker
 
-    real_track, real_jobs = FaceTracker.track, GazeCorrector.jobs
+    real_track, real_jobs = FaceTracker.track, GazeEffect.jobs
     faces_log, gaze_log = [], []
 
     def track(self, image, t=None):
@@ -307,13 +307,13 @@ def _spy_effects(monkeypatch):
         faces_log.append(len(faces))
         return faces
 
-    def jobs(self, image, faces, t=0.0):
-        out = real_jobs(self, image, faces, t)
-        gaze_log.append((bool(self.settings.eye_contact), [j.kind for j in out]))
+    def jobs(self, image, faces, t=0.0, crops=None):
+        out = real_jobs(self, image, faces, t, crops)
+        gaze_log.append((bool(self.settings.get().eye_contact), [j.kind for j in out]))
         return out
 
     monkeypatch.setattr(FaceTracker, "track", track)
-    monkeypatch.setattr(GazeCorrector, "jobs", jobs)
+    monkeypatch.setattr(GazeEffect, "jobs", jobs)
     return faces_log, gaze_log
 
 

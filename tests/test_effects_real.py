@@ -5,9 +5,10 @@ import pytest
 
 from warpcam.kernels.cpu import CpuCompositor
 from warpcam.core import landmarks as lm
-from warpcam.realtime.gaze import GazeSettings
-from warpcam.realtime.pipeline import EffectSettings, Pipeline
-from warpcam.realtime.smile import SmileSettings
+from warpcam.realtime.effects.gaze import GazeSettings
+from warpcam.realtime.effects import build_effects
+from warpcam.realtime.pipeline import Pipeline
+from warpcam.realtime.effects.smile import SmileSettings
 from warpcam.realtime.tracker import FaceTracker
 from warpcam.core.types import Frame
 from tests.realdata import read_frames
@@ -18,7 +19,7 @@ SIDE = {"eye_right": 0, "eye_left": 1}
 
 def run_pipeline(frames, fps, **settings):
     """Process frames as the CLI does (smoothed tracking); return outputs and jobs per frame."""
-    eff = EffectSettings(gaze=GazeSettings(**settings.get("gaze", {})),
+    eff = build_effects(gaze=GazeSettings(**settings.get("gaze", {})),
                          smile=SmileSettings(settings.get("smile", 0.0)))
     outs, jobs_per = [], []
     with FaceTracker(max_faces=1) as tr:

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from warpcam.realtime.gaze import GazeCorrector, GazeSettings, fade_between
+from warpcam.realtime.effects.gaze import GazeEffect, GazeSettings, fade_between
 from warpcam.core.geometry import flow_jacobian_det
-from warpcam.realtime.smile import SmileEditor, SmileSettings
+from warpcam.realtime.effects.smile import SmileEffect, SmileSettings
 from warpcam.realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr, read_frames
 
@@ -15,7 +15,7 @@ from tests.realdata import astronaut_bgr, read_frames
 
 
 def shifts(astronaut_face, **kw):
-    jobs = GazeCorrector(GazeSettings(**kw), cache=False).jobs(astronaut_bgr(), [astronaut_face])
+    jobs = GazeEffect(GazeSettings(**kw), cache=False).jobs(astronaut_bgr(), [astronaut_face])
     return {j.kind: np.hypot(*j.meta["iris_shift_px"]) for j in jobs}
 
 
@@ -63,7 +63,7 @@ def test_no_jobs_when_disabled_or_zero(astronaut_face):
 
 def test_eye_contact_redirects_up_for_someone_looking_down():
     frames = read_frames("looks_down_blinks_512.mp4", every=3)
-    g = GazeCorrector(GazeSettings(eye_contact=True, camera_offset_cm=3.0))
+    g = GazeEffect(GazeSettings(eye_contact=True, camera_offset_cm=3.0))
     deltas = []
     with FaceTracker(max_faces=1) as tr:
         for i, img in enumerate(frames):
@@ -78,7 +78,7 @@ def test_eye_contact_redirects_up_for_someone_looking_down():
 
 @pytest.mark.parametrize("strength", [-1.0, -0.5, 0.5, 1.0])
 def test_smile_flow_is_fold_free_and_local(astronaut_face, strength):
-    jobs = SmileEditor(SmileSettings(strength), cache=False).jobs(astronaut_bgr(), [astronaut_face])
+    jobs = SmileEffect(SmileSettings(strength), cache=False).jobs(astronaut_bgr(), [astronaut_face])
     assert len(jobs) == 1
     j = jobs[0]
     assert flow_jacobian_det(j.flow).min() > 0.25

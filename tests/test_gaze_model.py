@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from warpcam.realtime.gaze import GazeCorrector, GazeSettings
+from warpcam.core.eyes import eye_roi
+from warpcam.realtime.effects.gaze import GazeEffect, GazeSettings
 from warpcam.realtime.gaze_model import (CROP_H, CROP_W, DEFAULT_MODEL, GazeModelError,
-                                 ModelGazeCorrector, _tensorrt_module, eye_crop, load_gaze_model)
+                                 _tensorrt_module, eye_crop, load_gaze_model)
+from warpcam.realtime.effects.gaze_model import ModelEyeWarp
 from warpcam.realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr
+
+
+def ModelGazeEffect(settings, model, cache=True):
+    """The gaze effect with the network as its fulfiller (what ``--gaze-model`` builds)."""
+    return GazeEffect(settings, ModelEyeWarp(model, cache=cache))
 
 
 
@@ -83,7 +90,7 @@ def test_gpu_paths_fall_back_with_one_line(caplog, monkeypatch):
 def test_eye_crop_geometry_matches_the_landmark_effect(astronaut_face):
     for side in ("right", "left"):
         A, flip, pts, eye_w, axis = eye_crop(astronaut_face.landmarks, side)
-        centre, angle, w = GazeCorrector.eye_roi(astronaut_face.landmarks, side)
+        centre, angle, w = eye_roi(astronaut_face.landmarks, side)
         assert flip == (side == "left")
         # the crop centre is the ROI centre, the crop spans 2 x the eye width
         np.testing.assert_allclose(A @ [(CROP_W - 1) / 2, (CROP_H - 1) / 2, 1], centre, atol=1e-6)
@@ -93,11 +100,11 @@ def test_eye_crop_geometry_matches_the_landmark_effect(astronaut_face):
 
 
 def test_model_jobs_move_the_iris_up(astronaut_face, model):
-    eff = ModelGazeCorrector(GazeSettings(pitch_deg=10.0), model)
+    eff = ModelGazeEffect(GazeSettings(pitch_deg=10.0), model)
     img = astronaut_bgr()
     jobs = eff.jobs(img, [astronaut_face])
     assert [j.kind for j in jobs] == ["eye_right", "eye_left"]
-    assert eff.calls == 1  # both eyes in one batched call
+    assert eff.fulfiller.calls == 1  # both eyes in one batched call
     for j in jobs:
         assert j.flow.shape == (CROP_H, CROP_W, 2) and j.alpha.shape == (CROP_H, CROP_W)
         assert j.alpha[0].max() == 0 and j.alpha[:, 0].max() == 0  # feathered to the crop edge
@@ -112,18 +119,17 @@ def test_model_jobs_move_the_iris_up(astronaut_face, model):
         assert j.meta["iris_shift_px"][1] < 0 and j.meta["model"]
     # still eye: fields come from the cache
     eff.jobs(img, [astronaut_face])
-    assert eff.calls == 1
+    assert eff.fulfiller.calls == 1
     # nothing asked: no jobs
-    assert ModelGazeCorrector(GazeSettings(), model).jobs(img, [astronaut_face]) == []
+    assert ModelGazeEffect(GazeSettings(), model).jobs(img, [astronaut_face]) == []
 
 
 def test_left_and_right_eyes_are_mirror_consistent(model):
     """A mirror-symmetric face: the two eyes' flows mirror each other (x negated)."""
-    from warpcam.realtime.gaze_model import ModelGazeCorrector
     img = astronaut_bgr()
     with FaceTracker(max_faces=1, static_images=True) as tr:
         f = tr.track(img)[0]
-    eff = ModelGazeCorrector(GazeSettings(yaw_deg=10.0), model, cache=False)
+    eff = ModelGazeEffect(GazeSettings(yaw_deg=10.0), model, cache=False)
     jobs = {j.kind: j for j in eff.jobs(img, [f])}
     fr, fl = jobs["eye_right"].flow, jobs["eye_left"].flow
     # both irises move toward image +x for a yaw toward the subject's left
@@ -137,15 +143,16 @@ def test_left_and_right_eyes_are_mirror_consistent(model):
 
 def test_pipeline_and_cli_use_the_model(tmp_path, astronaut_face, model):
     from warpcam.kernels.cpu import CpuCompositor
-    from warpcam.realtime.pipeline import EffectSettings, Pipeline
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.pipeline import Pipeline
     from warpcam.core.types import Frame
 
     img = astronaut_bgr()
     with FaceTracker(max_faces=1, static_images=True) as tr:
-        pipe = Pipeline(tr, CpuCompositor(), EffectSettings(gaze=GazeSettings(pitch_deg=10)),
-                        gaze_model=model)
+        pipe = Pipeline(tr, CpuCompositor(), build_effects(gaze=GazeSettings(pitch_deg=10),
+                                                           options={"gaze": {"model": model}}))
         out, faces, jobs = pipe.process(Frame(img.copy(), 0))
-    assert isinstance(pipe.gaze, ModelGazeCorrector) and len(jobs) == 2
+    assert isinstance(pipe.effect("gaze").fulfiller, ModelEyeWarp) and len(jobs) == 2
     diff = np.abs(out.astype(int) - img.astype(int)).sum(-1)
     ys, xs = np.nonzero(diff)
     assert len(ys) > 50

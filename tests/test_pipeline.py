@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from warpcam.kernels.cpu import CpuCompositor
-from warpcam.realtime.gaze import GazeSettings
-from warpcam.realtime.pipeline import EffectSettings, Pipeline, StageTimer
-from warpcam.realtime.smile import SmileSettings
+from warpcam.realtime.effects.gaze import GazeSettings
+from warpcam.realtime.effects import build_effects
+from warpcam.realtime.pipeline import Pipeline, StageTimer
+from warpcam.realtime.effects.smile import SmileSettings
 from warpcam.realtime.sinks import NullSink
 from warpcam.realtime.sources import SourceError
 from warpcam.realtime.tracker import FaceTracker
@@ -24,8 +25,8 @@ from tests import realdata
 pytest.importorskip("mediapipe")
 
 
-def effect_settings(pitch=10.0, smile=0.5) -> EffectSettings:
-    return EffectSettings(gaze=GazeSettings(pitch_deg=pitch), smile=SmileSettings(smile))
+def effect_settings(pitch=10.0, smile=0.5) -> list:
+    return build_effects(gaze=GazeSettings(pitch_deg=pitch), smile=SmileSettings(smile))
 
 
 
@@ -69,6 +70,10 @@ class FakeSink:
 
     def set_hud_lines(self, lines):
         self.hud.append(list(lines))
+
+    def frame_done(self, pipeline):
+        """The sink hook the pipeline calls after each frame; ``q`` stops the run."""
+        return self.poll_key() != "q"
 
     def close(self):
         self.closed += 1
@@ -182,62 +187,7 @@ def test_stage_timer_percentiles():
 
 
 # ------------------------------------------------------------------------------------------------
-# preview hotkeys
-# ------------------------------------------------------------------------------------------------
-
-def test_hotkeys_toggle_gaze_change_smile_and_quit(static_tracker, astronaut):
-    p = Pipeline(static_tracker, CpuCompositor(), effect_settings(pitch=10.0, smile=0.5))
-    sink = FakeSink(keys=["g", "]", "]", "[", "x", None, "q"])
-    assert p._handle_keys(sink) is True
-    assert p.settings.gaze.enabled is False
-    assert p._handle_keys(sink) is True
-    assert p.settings.smile.strength == pytest.approx(0.6)
-    assert p._handle_keys(sink) is True
-    assert p.settings.smile.strength == pytest.approx(0.7)
-    assert p._handle_keys(sink) is True
-    assert p.settings.smile.strength == pytest.approx(0.6)
-    assert p._handle_keys(sink) is True   # unknown key: nothing changes
-    assert p.settings.smile.strength == pytest.approx(0.6) and not p.settings.gaze.enabled
-    assert p._handle_keys(sink) is True   # no key
-    assert p._handle_keys(sink) is False  # q quits
-    # The changed settings reach the effects on the next frame: no eye jobs, a mouth job at 0.6.
-    out, faces, jobs = p.process(Frame(astronaut.copy(), 0))
-    assert [j.kind for j in jobs] == ["mouth"]
-    assert jobs[0].meta["strength"] == pytest.approx(0.6, abs=0.05)
-    p._handle_keys(FakeSink(keys=["g"]))
-    assert p.settings.gaze.enabled is True
-
-
-def test_hotkeys_clamp_the_smile_to_plus_minus_one(static_tracker):
-    p = Pipeline(static_tracker, CpuCompositor(), effect_settings(smile=0.95))
-    p._handle_keys(FakeSink(keys=["]"]))
-    assert p.settings.smile.strength == 1.0
-    p._handle_keys(FakeSink(keys=["]"]))
-    assert p.settings.smile.strength == 1.0
-    p.settings.smile = SmileSettings(-0.95)
-    for _ in range(3):
-        p._handle_keys(FakeSink(keys=["["]))
-    assert p.settings.smile.strength == -1.0
-    # Twenty steps up from -1 land exactly on +1 (no float drift like 0.9999999).
-    for _ in range(20):
-        p._handle_keys(FakeSink(keys=["]"]))
-    assert p.settings.smile.strength == 1.0
-    for _ in range(10):
-        p._handle_keys(FakeSink(keys=["["]))
-    assert p.settings.smile.strength == 0.0
-
-
-def test_hud_lines_are_sent_and_describe_the_settings(static_tracker, astronaut):
-    p = Pipeline(static_tracker, CpuCompositor(), effect_settings(smile=0.5))
-    sink = FakeSink()
-    p.run(ListSource([astronaut]), sink)
-    assert sink.hud, "the HUD should be updated on the first frame"
-    text = "\n".join(sink.hud[-1])
-    assert "fps" in text and "tracking" in text and "gaze on" in text and "+0.5" in text
-
-
-# ------------------------------------------------------------------------------------------------
-# run(): sink life cycle
+# run(): sink life cycle (the preview's hotkeys and HUD are tested in test_sources_sinks.py)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", RUN_MODES, ids=RUN_IDS)
@@ -324,10 +274,10 @@ def test_run_into_a_real_null_sink(static_tracker, astronaut):
 def test_job_with_nan_is_dropped_and_warned_once(static_tracker, astronaut, caplog, monkeypatch,
                                                  field):
     p = Pipeline(static_tracker, CpuCompositor(), effect_settings())
-    real_jobs = p.smile.jobs
+    real_jobs = p.effect("smile").jobs
 
-    def poisoned(image, faces, t=0.0):
-        jobs = real_jobs(image, faces, t)
+    def poisoned(image, faces, t=0.0, crops=None):
+        jobs = real_jobs(image, faces, t, crops)
         for j in jobs:
             h, w = j.size
             if field == "flow":
@@ -339,7 +289,7 @@ def test_job_with_nan_is_dropped_and_warned_once(static_tracker, astronaut, capl
                                  np.array([np.nan, 0, 0], np.float32))
         return jobs
 
-    monkeypatch.setattr(p.smile, "jobs", poisoned)
+    monkeypatch.setattr(p.effect("smile"), "jobs", poisoned)
     caplog.set_level(logging.WARNING, logger="warpcam")
     for i in range(2):
         out, faces, jobs = p.process(Frame(astronaut.copy(), i))

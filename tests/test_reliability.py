@@ -28,10 +28,11 @@ import pytest
 from warpcam.kernels.cpu import CpuCompositor
 from warpcam.realtime import cli
 from warpcam.core import landmarks as lm
-from warpcam.realtime.gaze import GazeSettings
-from warpcam.realtime.pipeline import EffectSettings, Pipeline
+from warpcam.realtime.effects.gaze import GazeSettings
+from warpcam.realtime.effects import build_effects
+from warpcam.realtime.pipeline import Pipeline
 from warpcam.realtime.sinks import VideoFileSink
-from warpcam.realtime.smile import SmileSettings
+from warpcam.realtime.effects.smile import SmileSettings
 from warpcam.realtime.sources import VideoFileSource
 from warpcam.realtime.tracker import FaceTracker
 from warpcam.core.types import Frame
@@ -44,8 +45,8 @@ av = pytest.importorskip("av")
 IMAGES = realdata.REAL / "images"
 
 
-def settings(pitch=10.0, smile=0.5, eye_contact=False) -> EffectSettings:
-    return EffectSettings(gaze=GazeSettings(pitch_deg=pitch, eye_contact=eye_contact),
+def settings(pitch=10.0, smile=0.5, eye_contact=False) -> list:
+    return build_effects(gaze=GazeSettings(pitch_deg=pitch, eye_contact=eye_contact),
                           smile=SmileSettings(smile))
 
 
@@ -522,10 +523,10 @@ def test_phone_video_with_a_rotation_flag_is_edited_upright(tmp_path):
 def test_eye_contact_state_of_tracks_gone_long_ago_is_forgotten(static_tracker, astronaut):
     import dataclasses
 
-    from warpcam.realtime.gaze import GazeCorrector
+    from warpcam.realtime.effects.gaze import GazeEffect
 
     face = static_tracker.track(astronaut)[0]
-    g = GazeCorrector(GazeSettings(eye_contact=True))
+    g = GazeEffect(GazeSettings(eye_contact=True))
     for k in range(300):  # 300 short-lived tracks, one after the other
         g.jobs(astronaut, [dataclasses.replace(face, track_id=k)], k / 30.0)
-    assert len(g._contact) <= 60, len(g._contact)
+    assert len(g.planner._contact) <= 60, len(g.planner._contact)

@@ -1,12 +1,15 @@
-"""Landmark-driven gaze correction: moves the iris and pupil inside the eye opening by a gaze
+"""The gaze effect: eye contact and fixed gaze redirection. One part (:class:`GazePlanner`)
+decides per eye what to request (the gaze change, the fades, eye contact); a fulfiller turns the
+requests into warp jobs: :class:`LandmarkEyeWarp` (below, no trained weights) or the DeepWarp
+network (:class:`~warpcam.realtime.effects.gaze_model.ModelEyeWarp`, ``--gaze-model``).
+
+Landmark-driven gaze correction: moves the iris and pupil inside the eye opening by a gaze
 change in degrees, with a backward-warp flow field; no trained weights.
 
 Method (our construction, following the problem statement of DeepWarp, Ganin et al. ECCV 2016,
 Sec. 3, with geometry instead of a learned flow):
 
-1. **ROI** per eye, DeepWarp's crop (Sec. 4, and BlueWinters/DeepWarp ``process_one_eye``):
-   centred on the eye contour, twice the corner-to-corner width, height 0.8 of the width,
-   rotated with the eye axis so the crop's x axis runs along the corners.
+1. **ROI** per eye: the one ROI rule of :mod:`warpcam.core.eyes` (DeepWarp's crop, Sec. 4).
 2. **Degrees to pixels** with an eyeball model scaled by the iris: the human iris is about
    11.7 mm across and the eyeball radius about 12 mm, so a rotation by ``delta`` moves the iris
    centre by ``R sin(delta)`` with ``R = 12 / 11.7 * iris_diameter_px``.
@@ -28,27 +31,23 @@ Angles: pitch positive = up, yaw positive = toward the subject's left (image +x)
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from warpcam.core import landmarks as lm
-from warpcam.core.geometry import (CropCache, pixel_grid,
-                               roi_affine, smoothstep, to_crop)
-from warpcam.realtime.smoothing import OneEuroFilter
+from warpcam.core.eyes import (EYEBALL_PER_IRIS, IRIS_DIAMETER_MM, eye_in_head_angles,  # noqa: F401
+                               eye_roi, gaze_shift_px, roi_affine_for)
+from warpcam.core.eyewarp import EyeWarp, iris_shift_flow  # noqa: F401
+from warpcam.core.geometry import (CropCache, fade_between, pixel_grid, polygon_mask,  # noqa: F401
+                                   smoothstep, to_crop)
 from warpcam.core.types import Face, WarpJob
-
-from warpcam.core.eyes import EYEBALL_PER_IRIS, IRIS_DIAMETER_MM, gaze_shift_px  # noqa: F401
-from warpcam.core.eyewarp import EyeWarp, iris_shift_flow, sclera_colour  # noqa: F401
-
-
-def fade_between(value: float, full_below: float, none_beyond: float) -> float:
-    """1 below ``full_below``, 0 beyond ``none_beyond``, smooth in between."""
-    if none_beyond <= full_below:
-        return 1.0 if value <= full_below else 0.0
-    return float(1.0 - smoothstep((value - full_below) / (none_beyond - full_below)))
+from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, FrameCrops,
+                                           LiveSettings, setting, validate)
+from warpcam.realtime.smoothing import OneEuroFilter
 
 
 def eye_visibility(image: np.ndarray, face: Face, side: str, k: int) -> float:
@@ -87,37 +86,90 @@ def eye_visibility(image: np.ndarray, face: Face, side: str, k: int) -> float:
     return float(smoothstep((contrast - 6.0) / 10.0))
 
 
-@dataclass
-class GazeSettings:
-    """What the gaze effect does.
+def sclera_colour(crops: FrameCrops, crop_to_frame: np.ndarray, size, mask: np.ndarray,
+                  iris_centre, iris_radius: float) -> Optional[np.ndarray]:
+    """Median BGR (0-255, float32) of the brighter half of the visible sclera (the opening minus
+    1.3 iris radii around the iris centre), read through the crop service (bilinear, border
+    replicated), or ``None`` when fewer than 6 sclera pixels are visible."""
+    h, w = size
+    rgb = crops.numpy(np.asarray(crop_to_frame)[None], (h, w))[0]  # (3, h, w) RGB in [0, 1]
+    crop = np.rint(rgb[::-1].transpose(1, 2, 0) * 255.0).astype(np.uint8)
+    ys, xs = pixel_grid(h, w)
+    away = np.hypot(xs - iris_centre[0], ys - iris_centre[1]) > 1.3 * iris_radius
+    px = crop[(mask > 0.9) & away]
+    if len(px) < 6:
+        return None
+    lum = px.astype(np.int32).sum(axis=1)
+    bright = px[lum >= np.median(lum)]
+    return np.median(bright, axis=0).astype(np.float32)
 
-    Attributes:
-        pitch_deg, yaw_deg: fixed redirection (pitch up positive, yaw toward the subject's left).
-        eye_contact: redirect toward the camera instead (adds to any fixed redirection).
-        camera_offset_cm: camera height above the screen centre, for eye contact.
-        fov_deg: the camera's horizontal field of view, for the viewing distance.
-        full_below_deg, none_beyond_deg: head-turn (yaw) and gaze-offset fade; head pitch
-            fades 10 degrees later, since its zero varies between people.
-        lid_follow: ``(upper, lower)``: how much each lid follows a vertical gaze change
-            (0 = lids fixed). The upper lid follows the eye almost one to one in vertical gaze
-            (lid-eye coordination); the lower lid much less.
-        enabled: master switch (the preview's ``g`` key).
+
+@dataclass(frozen=True)
+class GazeSettings:
+    """What the gaze effect does (live settings; see :mod:`warpcam.realtime.effects.base`).
+
+    Angles in degrees: pitch positive = up, yaw positive = toward the subject's left.
     """
 
-    pitch_deg: float = 0.0
-    yaw_deg: float = 0.0
-    eye_contact: bool = False
-    camera_offset_cm: float = 3.0
-    fov_deg: float = 60.0
-    full_below_deg: float = 10.0
-    none_beyond_deg: float = 35.0
-    lid_follow: tuple = (1.0, 0.35)
-    enabled: bool = True
+    effect_name: ClassVar[str] = "gaze"
+
+    pitch_deg: float = setting(0.0, flag="--gaze-pitch", lo=-30.0, hi=30.0, unit="deg", step=1.0,
+                               help="fixed gaze redirection up (+) or down (-), degrees")
+    yaw_deg: float = setting(0.0, flag="--gaze-yaw", lo=-30.0, hi=30.0, unit="deg", step=1.0,
+                             help="fixed gaze redirection toward the subject's left (+), degrees")
+    eye_contact: bool = setting(False, flag="--eye-contact", live_source_default=True,
+                                help="redirect the gaze toward the camera (default: on for a "
+                                     "webcam, off for files and images)")
+    camera_offset_cm: float = setting(3.0, flag="--camera-offset-cm", lo=-100.0, hi=100.0,
+                                      unit="cm", step=0.5,
+                                      help="camera height above the screen centre, for "
+                                           "--eye-contact (default 3)")
+    fov_deg: float = setting(60.0, lo=10.0, hi=170.0, unit="deg", cli=False,
+                             help="the camera's horizontal field of view (viewing distance)")
+    full_below_deg: float = setting(10.0, lo=0.0, hi=90.0, unit="deg", cli=False,
+                                    help="head turn and gaze offset below which the full "
+                                         "correction applies")
+    none_beyond_deg: float = setting(35.0, lo=0.0, hi=90.0, unit="deg", cli=False,
+                                     help="head turn and gaze offset beyond which nothing is "
+                                          "corrected (head pitch fades 10 degrees later)")
+    lid_follow: tuple = setting((1.0, 0.35), cli=False,
+                                help="how much the upper and lower lids follow a vertical gaze "
+                                     "change (lid-eye coordination)")
+    enabled: bool = setting(True, cli=False, help="gaze correction on or off (preview key g)")
+
+    def __post_init__(self):
+        validate(self)
 
     @property
     def active(self) -> bool:
         return self.enabled and (self.eye_contact or abs(self.pitch_deg) > 1e-6
                                  or abs(self.yaw_deg) > 1e-6)
+
+
+@dataclass
+class EyeRequest:
+    """What the planner asks of a fulfiller for one eye of one face (frame pixels, degrees).
+
+    Attributes:
+        face, side, k: the face, ``"right"``/``"left"`` (the subject's) and its index (0/1).
+        delta_deg: requested gaze change ``(pitch, yaw)`` before the fade.
+        fade: in ``(0.01, 1]``: the product of the head-turn, gaze-offset, blink, iris
+            reliability and occluder fades; the fulfiller scales the change by it.
+        centre, angle, eye_w: the eye ROI (:func:`warpcam.core.eyes.eye_roi`).
+    """
+
+    face: Face
+    side: str
+    k: int
+    delta_deg: np.ndarray
+    fade: float
+    centre: np.ndarray
+    angle: float
+    eye_w: float
+
+    @property
+    def meta(self) -> dict:
+        return dict(fade=self.fade, delta_deg=tuple(float(x) for x in self.delta_deg))
 
 
 class _EyeContactState:
@@ -130,25 +182,23 @@ class _EyeContactState:
         self.t: Optional[float] = None
 
 
-class GazeCorrector:
-    """Turns tracked faces into eye :class:`~warpcam.core.types.WarpJob` s.
+def eye_fade(face: Face, k: int, fade_face: float) -> float:
+    """Per-eye fade: the face's fade times the blink fade and the iris reliability."""
+    return fade_face * fade_between(-float(face.eye_openness[k]), -0.20, -0.12) * float(
+        np.clip(face.iris_confidence[k] * 2.0, 0.0, 1.0))
 
-    ``jobs(image, faces, t)``: ``image`` is the ``H x W x 3`` uint8 BGR frame (read only, for the
-    sclera colour), ``faces`` from :class:`~warpcam.realtime.tracker.FaceTracker`, ``t`` in seconds.
-    Each job's ``meta`` holds ``iris_shift_px`` (the frame-pixel displacement asked for, after
-    fades), ``fade`` and the requested ``delta_deg``.
-    """
 
-    def __init__(self, settings: GazeSettings, cache: bool = True):
-        self.settings = settings
+class GazePlanner:
+    """Decides, per eye, the gaze change to request: the fixed redirection plus eye contact,
+    faded by head turn (full below ``full_below_deg``, none beyond ``none_beyond_deg``; head
+    pitch 10 degrees later), gaze offset, blink, iris reliability and occluders."""
+
+    def __init__(self):
         self._contact: Dict[int, _EyeContactState] = {}
-        #: crop-space fields reused while an eye holds still (see CropCache); None disables.
-        self.cache: Optional[CropCache] = CropCache(tol=0.2) if cache else None
 
-    # -- eye contact -------------------------------------------------------------------------
-    def _eye_contact_delta(self, face: Face, shape, t: float) -> Tuple[np.ndarray, float]:
+    def _eye_contact_delta(self, s: GazeSettings, face: Face, shape, t: float
+                           ) -> Tuple[np.ndarray, float]:
         """Gaze change (pitch, yaw) toward the camera and the gaze-offset fade."""
-        s = self.settings
         H, W = shape[:2]
         f_px = 0.5 * W / math.tan(math.radians(s.fov_deg) / 2.0)
         pts = face.landmarks
@@ -162,21 +212,9 @@ class GazeCorrector:
         cam = np.degrees([math.atan2(ey, z_mm), math.atan2(-ex, z_mm)])
         screen = np.degrees([math.atan2(ey - 10.0 * s.camera_offset_cm, z_mm),
                              math.atan2(-ex, z_mm)])
-        # Gaze estimate: head pose plus the eye's rotation in the head from the iris offset.
-        eye_rot = []
-        for side in ("right", "left"):
-            ix = lm.eye_indices(side)
-            a, b = pts[ix["outer"]], pts[ix["inner"]]
-            if side == "left":
-                a, b = b, a
-            axis = (b - a) / (np.linalg.norm(b - a) + 1e-6)
-            normal = np.array([-axis[1], axis[0]])
-            centre = lm.eye_contour(pts, side).mean(axis=0)
-            off = pts[ix["iris"][0]] - centre
-            r = EYEBALL_PER_IRIS * iris_d
-            yaw_e = math.degrees(math.asin(np.clip(off @ axis / r, -1, 1)))
-            pitch_e = -math.degrees(math.asin(np.clip(off @ normal / r, -1, 1)))
-            eye_rot.append((pitch_e, yaw_e))
+        # Gaze estimate: head pose plus the eye's rotation in the head (core.eyes, the one
+        # definition the gaze model's training labels use too).
+        eye_rot = [eye_in_head_angles(pts, side, iris_d) for side in ("right", "left")]
         est = np.array([face.pitch, face.yaw]) + np.mean(eye_rot, axis=0)
         st = self._contact.setdefault(face.track_id, _EyeContactState())
         est = st.filter(est, t)
@@ -197,12 +235,10 @@ class GazeCorrector:
         off = float(np.hypot(*delta))
         return delta, fade_between(off, s.full_below_deg, s.none_beyond_deg)
 
-    # -- jobs --------------------------------------------------------------------------------
-    def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
-        s = self.settings
-        out: List[WarpJob] = []
-        if self.cache is not None:
-            self.cache.tick()
+    def plan(self, s: GazeSettings, image: np.ndarray, faces: Sequence[Face], t: float
+             ) -> List[EyeRequest]:
+        """The eye requests of one frame (none while ``s`` is inactive)."""
+        out: List[EyeRequest] = []
         if not s.active:
             return out
         for face in faces:
@@ -213,69 +249,69 @@ class GazeCorrector:
                          * fade_between(abs(face.pitch), s.full_below_deg + 10.0,
                                         s.none_beyond_deg + 10.0))
             if s.eye_contact:
-                d_contact, fade_off = self._eye_contact_delta(face, image.shape, t)
+                d_contact, fade_off = self._eye_contact_delta(s, face, image.shape, t)
                 delta = delta + d_contact
                 fade_face *= fade_off
             for k, side in enumerate(("right", "left")):
-                job = self._eye_job(image, face, side, k, delta, fade_face)
-                if job is not None:
-                    out.append(job)
+                centre, angle, eye_w = eye_roi(face.landmarks, side)
+                if eye_w < 4.0:
+                    continue
+                fade = eye_fade(face, k, fade_face)
+                if fade > 0.01:  # an occluder (hand, dark lenses) must not be bent
+                    fade *= eye_visibility(image, face, side, k)
+                if fade <= 0.01 or float(face.iris_diameter_px[k]) <= 2.0:
+                    continue
+                out.append(EyeRequest(face, side, k, delta, fade, centre, angle, eye_w))
         return out
 
-    @staticmethod
-    def eye_roi(pts: np.ndarray, side: str) -> Tuple[np.ndarray, float, float]:
-        """DeepWarp's eye ROI (module docstring, step 1): ``(centre, axis angle in radians,
-        corner-to-corner width)`` in frame pixels; the ROI is ``2 x`` the width wide and
-        ``1.6 x`` high. Also used by the model-driven effect (``warpcam.realtime.gaze_model``)."""
-        ix = lm.eye_indices(side)
-        a, b = pts[ix["outer"]].astype(np.float64), pts[ix["inner"]].astype(np.float64)
-        if side == "left":  # keep the crop's x axis along image x
-            a, b = b, a
-        centre = lm.eye_contour(pts, side).astype(np.float64).mean(axis=0)
-        return centre, math.atan2(b[1] - a[1], b[0] - a[0]), float(np.linalg.norm(b - a))
 
-    @staticmethod
-    def eye_fade(face: Face, k: int, fade_face: float) -> float:
-        """Per-eye fade: the face's fade times the blink fade and the iris reliability."""
-        return fade_face * fade_between(-float(face.eye_openness[k]), -0.20, -0.12) * float(
-            np.clip(face.iris_confidence[k] * 2.0, 0.0, 1.0))
+class LandmarkEyeWarp:
+    """Fulfils eye requests with the landmark-driven iris warp (:mod:`warpcam.core.eyewarp`):
+    crop 24-40 px wide, 0.8 as high; the LCM palette toward the sclera colour of that eye where
+    sclera is revealed. Each job's ``meta`` holds ``iris_shift_px`` (the frame-pixel
+    displacement achieved), ``fade`` and the requested ``delta_deg``."""
 
-    def _eye_job(self, image, face: Face, side: str, k: int, delta, fade_face: float):
+    def __init__(self, cache: bool = True):
+        #: crop-space fields reused while an eye holds still (see CropCache); None disables.
+        self.cache: Optional[CropCache] = CropCache(tol=0.2) if cache else None
+
+    def tick(self) -> None:
+        if self.cache is not None:
+            self.cache.tick()
+
+    def fulfil(self, requests: Sequence[EyeRequest], s: GazeSettings, image: np.ndarray,
+               crops: FrameCrops) -> List[WarpJob]:
+        return [self._eye_job(r, s, crops) for r in requests]
+
+    def _eye_job(self, r: EyeRequest, s: GazeSettings, crops: FrameCrops) -> WarpJob:
+        face, side, k = r.face, r.side, r.k
         pts = face.landmarks
         ix = lm.eye_indices(side)
-        centre, angle, eye_w = self.eye_roi(pts, side)
-        if eye_w < 4.0:
-            return None
-        roi_w, roi_h = 2.0 * eye_w, 1.6 * eye_w
+        roi_w = 2.0 * r.eye_w
         crop_w = int(np.clip(round(roi_w / 2.5), 24, 40))
         crop_h = int(round(0.8 * crop_w))
-        A = roi_affine(centre, angle, roi_w, roi_h, crop_w, crop_h)
+        A = roi_affine_for(r.centre, r.angle, r.eye_w, crop_w, crop_h)
         scale = roi_w / crop_w
         iris_d = float(face.iris_diameter_px[k])
-        fade = self.eye_fade(face, k, fade_face)
-        if fade > 0.01:  # an occluder (hand, dark lenses) must not be bent
-            fade *= eye_visibility(image, face, side, k)
-        if fade <= 0.01 or iris_d <= 2.0:
-            return None
-        d_frame_dir = gaze_shift_px(delta[0], delta[1], iris_d)
+        d_frame_dir = gaze_shift_px(r.delta_deg[0], r.delta_deg[1], iris_d)
         # gaze_shift_px gives the shift in the eye frame (x along the eye axis); rotate to frame.
-        c_, s_ = math.cos(angle), math.sin(angle)
+        c_, s_ = math.cos(r.angle), math.sin(r.angle)
         rot = np.array([[c_, -s_], [s_, c_]])
-        shift_frame = rot @ d_frame_dir * fade
+        shift_frame = rot @ d_frame_dir * r.fade
         shift_crop = rot.T @ shift_frame / scale
         crop_pts = to_crop(pts[ix["upper"] + ix["lower"] + ix["iris"][:1]], A)
         n_up = len(ix["upper"])
         upper, lower, iris_c = crop_pts[:n_up], crop_pts[n_up:-1], crop_pts[-1]
-        r = 0.5 * iris_d / scale
+        rad = 0.5 * iris_d / scale
         key = (face.track_id, side)
-        signature = np.concatenate([crop_pts.ravel(), [r, crop_w, crop_h], shift_crop])
+        signature = np.concatenate([crop_pts.ravel(), [rad, crop_w, crop_h], shift_crop])
         fields = self.cache.get(key, signature) if self.cache is not None else None
         if fields is None:
-            ew = iris_shift_flow(crop_h, crop_w, upper, lower, iris_c, r, shift_crop,
-                                 self.settings.lid_follow)
+            ew = iris_shift_flow(crop_h, crop_w, upper, lower, iris_c, rad, shift_crop,
+                                 s.lid_follow)
             palette = None
             if ew.reveal.max() > 0.05:
-                colour = sclera_colour(image, A, (crop_h, crop_w), ew.mask, iris_c, r)
+                colour = sclera_colour(crops, A, (crop_h, crop_w), ew.mask, iris_c, rad)
                 if colour is not None:
                     palette = (np.clip(ew.reveal * 0.9, 0, 1).astype(np.float32), colour * 0.95)
             alpha = cv2.dilate(ew.mask, np.ones((3, 3), np.uint8))
@@ -288,5 +324,68 @@ class GazeCorrector:
         shift_frame = rot @ (shift_used * scale)
         return WarpJob(crop_to_frame=A, flow=flow, alpha=alpha, palette_mix=palette,
                        kind=f"eye_{side}", face_id=face.track_id,
-                       meta=dict(iris_shift_px=shift_frame, fade=fade,
-                                 delta_deg=tuple(float(x) for x in delta)))
+                       meta=dict(iris_shift_px=shift_frame, **r.meta))
+
+
+class GazeEffect(Effect):
+    """The gaze effect: :class:`GazePlanner` decides, ``fulfiller`` warps
+    (:class:`LandmarkEyeWarp` by default, the DeepWarp network with ``--gaze-model``)."""
+
+    name = "gaze"
+
+    def __init__(self, settings, fulfiller=None, cache: bool = True):
+        if not isinstance(settings, LiveSettings):
+            settings = LiveSettings(settings)
+        super().__init__(settings)
+        self.planner = GazePlanner()
+        self.fulfiller = fulfiller if fulfiller is not None else LandmarkEyeWarp(cache=cache)
+
+    @property
+    def cache(self) -> Optional[CropCache]:
+        return getattr(self.fulfiller, "cache", None)
+
+    def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
+             crops: Optional[FrameCrops] = None) -> List[WarpJob]:
+        if crops is None:  # called outside a pipeline: the CPU crop service
+            crops = FrameCrops(None, frame)
+        s = self.settings.get()  # once per frame: a concurrent update applies next frame
+        self.fulfiller.tick()
+        requests = self.planner.plan(s, frame, faces, t)
+        return self.fulfiller.fulfil(requests, s, frame, crops) if requests else []
+
+    def hud(self) -> str:
+        s = self.settings.get()
+        mode = "model" if not isinstance(self.fulfiller, LandmarkEyeWarp) else "landmark"
+        return f"gaze {'on' if s.enabled else 'off'} ({mode})"
+
+    def close(self) -> None:
+        close = getattr(self.fulfiller, "close", None)
+        if close is not None:
+            close()
+
+
+def _build(settings, options) -> GazeEffect:
+    """``options["model"]``: a loaded gaze model, or a ``.pt2`` path (``""``: the bundled one),
+    loaded and checked here, before the first frame."""
+    model = options.get("model")
+    if model is None:
+        return GazeEffect(settings)
+    from warpcam.realtime.effects.gaze_model import ModelEyeWarp
+    if isinstance(model, (str, os.PathLike)):
+        from warpcam.realtime.gaze_model import GazeModelError, load_gaze_model
+        try:
+            model = load_gaze_model(model or None)
+        except GazeModelError as exc:
+            raise EffectError(str(exc)) from None
+    return GazeEffect(settings, ModelEyeWarp(model))
+
+
+SPEC = EffectSpec(
+    name="gaze", settings_cls=GazeSettings, factory=_build, order=10,
+    help="gaze correction: eye contact and fixed redirection (DeepWarp)",
+    extra_args=(("--gaze-model", dict(
+        nargs="?", const="", default=None, metavar="FILE",
+        help="redirect the gaze with a trained DeepWarp network (.pt2) instead of the "
+             "landmark-driven warp; without FILE: the bundled gaze_deepwarp.pt2 (default: the "
+             "landmark-driven warp)")),),
+    hud_keys=(("g", "enabled", None),))

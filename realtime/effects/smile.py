@@ -14,18 +14,20 @@ spirit of DeepWarp's smile model (seed 000), with geometry in place of a learned
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import ClassVar, List, Optional, Sequence
 
 import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
 from warpcam.core import landmarks as lm
-from warpcam.core.geometry import (CropCache, border_window, flow_jacobian_det, pixel_grid,
-                               roi_affine, to_crop)
+from warpcam.core.geometry import (CropCache, border_window, fade_between,  # noqa: F401
+                                   flow_jacobian_det, pixel_grid, roi_affine, to_crop)
+from warpcam.core.mouth import LIPS_INDEX, MOUTH_ROI_HEIGHT, MOUTH_ROI_WIDTH, mouth_roi
 from warpcam.core.types import Face, WarpJob
+from warpcam.realtime.effects.base import (Effect, EffectSpec, FrameCrops, LiveSettings,
+                                           setting, validate)
 
 # Displacements at S = +1 / -1, in units of the corner-to-corner mouth width, in the mouth
 # frame (x along the corners, outward positive; y down).
@@ -33,15 +35,18 @@ AU12_LIFT, AU12_WIDEN = 0.11, 0.07
 AU15_DROP, AU15_NARROW = 0.09, 0.02
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmileSettings:
     """Smile strength in [-1, 1]: positive = AU12 (smile), negative = AU15 (frown)."""
 
-    strength: float = 0.0
+    effect_name: ClassVar[str] = "smile"
+
+    strength: float = setting(0.0, flag="--smile", lo=-1.0, hi=1.0, step=0.1,
+                              help="smile strength in [-1, 1]: + lifts the mouth corners (AU12), "
+                                   "- lowers them (AU15)")
 
     def __post_init__(self):
-        if not -1.0 <= self.strength <= 1.0 or not math.isfinite(self.strength):
-            raise ValueError(f"smile strength must be in [-1, 1], got {self.strength}")
+        validate(self)
 
     @property
     def active(self) -> bool:
@@ -118,21 +123,26 @@ def _border_points(h: int, w: int, per_side: int = 5) -> np.ndarray:
                            np.stack([np.full_like(vs, w - 1), vs], 1)])
 
 
-class SmileEditor:
-    """Turns tracked faces into one mouth :class:`~warpcam.core.types.WarpJob` each.
+class SmileEffect(Effect):
+    """The landmark smile: one mouth :class:`~warpcam.core.types.WarpJob` per face.
 
-    The mouth ROI is centred on the lips, aligned with the mouth corners, 2.2 mouth widths
-    wide and 1.7 high (lips, cheeks and nasolabial folds). Frontal-ish faces only: the effect
-    fades out between 25 and 45 degrees of head yaw.
+    The mouth ROI is :func:`warpcam.core.mouth.mouth_roi` (centred on the lips, aligned with the
+    mouth corners, 2.2 mouth widths wide and 1.7 high: lips, cheeks and nasolabial folds).
+    Frontal-ish faces only: the effect fades out between 25 and 45 degrees of head yaw.
     """
 
-    def __init__(self, settings: SmileSettings, cache: bool = True):
-        self.settings = settings
+    name = "smile"
+
+    def __init__(self, settings, cache: bool = True):
+        if not isinstance(settings, LiveSettings):
+            settings = LiveSettings(settings)
+        super().__init__(settings)
         #: crop-space fields reused while the mouth holds still (see CropCache); None disables.
         self.cache: Optional[CropCache] = CropCache(tol=0.2) if cache else None
 
-    def jobs(self, image: np.ndarray, faces: List[Face], t: float = 0.0) -> List[WarpJob]:
-        s = self.settings.strength
+    def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
+             crops: Optional[FrameCrops] = None) -> List[WarpJob]:
+        s = self.settings.get().strength  # once per frame
         if self.cache is not None:
             self.cache.tick()
         if abs(s) < 1e-3:
@@ -144,24 +154,20 @@ class SmileEditor:
                 out.append(job)
         return out
 
-    def _mouth_job(self, face: Face, s: float):
-        from warpcam.realtime.gaze import fade_between
+    def hud(self) -> str:
+        return f"smile {self.settings.get().strength:+.1f}"
 
+    def _mouth_job(self, face: Face, s: float):
         pts = face.landmarks.astype(np.float64)
-        a, b = pts[lm.MOUTH_RIGHT_CORNER], pts[lm.MOUTH_LEFT_CORNER]
-        mouth_w = float(np.linalg.norm(b - a))
+        centre, angle, mouth_w = mouth_roi(pts)
         if mouth_w < 6.0:
             return None
         fade = fade_between(abs(face.yaw), 25.0, 45.0)
         if fade <= 0.01:
             return None
         s = s * fade
-        lips_idx = sorted(set(lm.LIPS_OUTER_UPPER + lm.LIPS_OUTER_LOWER + lm.LIPS_INNER_UPPER[2:-2]
-                              + lm.LIPS_INNER_LOWER[2:-2]) - {lm.MOUTH_RIGHT_CORNER,
-                                                               lm.MOUTH_LEFT_CORNER})
-        centre = pts[lips_idx].mean(axis=0)
-        angle = math.atan2(b[1] - a[1], b[0] - a[0])
-        roi_w, roi_h = 2.2 * mouth_w, 1.7 * mouth_w
+        lips_idx = LIPS_INDEX
+        roi_w, roi_h = MOUTH_ROI_WIDTH * mouth_w, MOUTH_ROI_HEIGHT * mouth_w
         crop_w = int(np.clip(round(roi_w / 3.5), 20, 40))
         crop_h = int(round(crop_w * roi_h / roi_w))
         A = roi_affine(centre, angle, roi_w, roi_h, crop_w, crop_h)
@@ -198,3 +204,9 @@ class SmileEditor:
         return WarpJob(crop_to_frame=A, flow=flow, alpha=alpha, kind="mouth",
                        face_id=face.track_id,
                        meta=dict(strength=s, fade=fade, corner_shift_px=corners_shift.T))
+
+
+SPEC = EffectSpec(
+    name="smile", settings_cls=SmileSettings, factory=lambda live, options: SmileEffect(live),
+    order=20, help="smile control: AU12 lip corner puller / AU15 lip corner depressor",
+    hud_keys=(("]", "strength", 0.1), ("[", "strength", -0.1)))

@@ -87,6 +87,14 @@ def smoothstep(x):
     return x * x * (3.0 - 2.0 * x)
 
 
+def fade_between(value: float, full_below: float, none_beyond: float) -> float:
+    """1 below ``full_below``, 0 beyond ``none_beyond``, smoothstep in between (the fades of the
+    effects: head turn, gaze offset, blink)."""
+    if none_beyond <= full_below:
+        return 1.0 if value <= full_below else 0.0
+    return float(1.0 - smoothstep((value - full_below) / (none_beyond - full_below)))
+
+
 def border_window(h: int, w: int, margin: float) -> np.ndarray:
     """``h x w`` float32 window: 1 in the interior, raised-cosine falloff to 0 over the outer
     ``margin`` fraction of each side (0 on the outermost pixels)."""
