@@ -354,6 +354,92 @@ def test_mine_real_video_and_calibrate(tmp_path):
     from warpcam.realtime.gaze_model import load_gaze_model
     meta = load_gaze_model(out, device="cpu", threads=None).meta
     assert any("calibration" in s for s in meta["training_data"])
+    # `warpcam calibrate` (the app's recorder, realtime/calibrate.py) with the same flags, on
+    # the clip as its source: records it, then hands the recording to the training part
+    from warpcam.realtime.calibrate import main as app_calibrate
+    out2, kept = tmp_path / "personal2.pt2", tmp_path / "kept.avi"
+    rc = app_calibrate(["--input", str(clip), "--seconds", "1.2", "--base", str(base),
+                        "--out", str(out2), "--steps", "2", "--synthetic-eyes", "0", "--quiet",
+                        "--no-window", "--keep-recording", str(kept)])
+    assert rc == 0 and out2.exists() and kept.stat().st_size > 0
+    meta = load_gaze_model(out2, device="cpu", threads=None).meta
+    assert any(s.startswith("calibration:clip.avi") for s in meta["training_data"])
+
+
+def test_training_calibrate_takes_recordings_not_webcams(tmp_path, capsys):
+    """The training entry point takes recorded videos; a webcam index is the app's
+    (`warpcam calibrate`): one line, exit status 2, before any model is read."""
+    from warpcam.training.gaze.calibrate import main as calibrate
+    assert calibrate(["--input", "0", "--out", str(tmp_path / "x.pt2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "warpcam calibrate" in err
+    assert calibrate(["--input", str(tmp_path / "missing.avi"), "--quiet"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def _old_eye_angles(pts, side, iris_d):
+    """The pair miner's eye-in-head angle before it moved to warpcam.core.eyes (literal copy)."""
+    from warpcam.core import landmarks as lm
+    from warpcam.core.eyes import EYEBALL_PER_IRIS
+    ix = lm.eye_indices(side)
+    a, b = pts[ix["outer"]].astype(np.float64), pts[ix["inner"]].astype(np.float64)
+    a, b = (b, a) if side == "left" else (a, b)
+    axis = (b - a) / (np.linalg.norm(b - a) + 1e-9)
+    normal = np.array([-axis[1], axis[0]])
+    off = pts[ix["iris"][0]] - 0.5 * (a + b)
+    r = EYEBALL_PER_IRIS * max(iris_d, 1e-3)
+    yaw = math.degrees(math.asin(float(np.clip(off @ axis / r, -1, 1))))
+    pitch = -math.degrees(math.asin(float(np.clip(off @ normal / r, -1, 1))))
+    return np.array([pitch, yaw])
+
+
+def test_eye_in_head_angle_is_the_miners(astronaut_face):
+    """The unified eye-in-head angle (corner midpoint, core.eyes) gives the mined labels of
+    before: exactly on the astronaut's tracked landmarks, and within 1e-12 degrees (rounding of
+    the eye width: math.hypot against np.linalg.norm) on moved, scaled and noisy copies."""
+    from warpcam.core.eyes import eye_in_head_angles
+    pts0 = astronaut_face.landmarks
+    for k, side in enumerate(("right", "left")):
+        d = float(astronaut_face.iris_diameter_px[k])
+        np.testing.assert_array_equal(eye_in_head_angles(pts0, side, d),
+                                      _old_eye_angles(pts0, side, d))
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for t in range(300):
+        th, s = rng.uniform(-0.5, 0.5), rng.uniform(0.3, 3.0)
+        rot = s * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+        pts = pts0.astype(np.float64) @ rot.T + rng.uniform(-500, 500, 2) + rng.normal(0, 1, (478, 2))
+        for k, side in enumerate(("right", "left")):
+            d = float(astronaut_face.iris_diameter_px[k]) * s
+            worst = max(worst, float(np.abs(eye_in_head_angles(pts, side, d)
+                                            - _old_eye_angles(pts, side, d)).max()))
+    assert worst < 1e-12
+
+
+def test_renderer_roi_is_the_core_rule():
+    """The renderer's crops come from core.eyes.roi_affines_for and equal, bit for bit, the
+    renderer's own ROI code of before (contour mean over both projected lids, 2 x 1.6 eye
+    widths, jitter)."""
+    from warpcam.training.gaze.render import (CROP_H, CROP_W, _contour, _project, _rot,
+                                              crop_affines, sample_eyes)
+    p = sample_eyes(np.random.default_rng(5), 200)
+    pitch = np.random.default_rng(6).normal(0, 10, 200)
+    R = _rot(p["head_yaw"], p["head_pitch"])
+    up, lo = _contour(p, pitch)
+    up2, lo2 = _project(R, up), _project(R, lo)
+    a, b = up2[:, 0], up2[:, -1]
+    eye_w = np.linalg.norm(b - a, axis=1)
+    centre = np.concatenate([up2, lo2[:, -2:0:-1]], axis=1).mean(axis=1)
+    ang = np.arctan2(b[:, 1] - a[:, 1], b[:, 0] - a[:, 0])
+    j = p["jitter"]
+    centre = centre + eye_w[:, None] * 0.02 * j[:, :2]
+    eye_w = eye_w * (1 + 0.03 * j[:, 2])
+    ang = ang + np.radians(2.0) * j[:, 3]
+    sx, sy = 2.0 * eye_w / CROP_W, 1.6 * eye_w / CROP_H
+    c, s = np.cos(ang), np.sin(ang)
+    lin = np.stack([np.stack([c * sx, -s * sy], -1), np.stack([s * sx, c * sy], -1)], -2)
+    off = centre - np.einsum("nij,j->ni", lin, np.array([(CROP_W - 1) / 2, (CROP_H - 1) / 2]))
+    np.testing.assert_array_equal(crop_affines(p, pitch), np.concatenate([lin, off[..., None]], -1))
 
 
 def test_evaluate_writes_table_and_plot(tmp_path, tiny_npz):

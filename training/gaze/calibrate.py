@@ -1,78 +1,49 @@
-"""Personal gaze model: record the user looking at points, mine pairs, fine-tune, export.
+"""Personal gaze model from recorded videos: mine pairs, fine-tune, export.
 
     warpcam calibrate [--input 0] [--seconds 60] [--out ~/.warpcam/gaze_personal.pt2]
-    python run.py --calibrate ...            # the same
-    python -m warpcam.training.gaze.calibrate ...    # the same
+    python -m warpcam.training.gaze.calibrate --input recording.avi [...]   # a recorded video
 
-1. **Record**: a window shows a dot that visits a 3 x 3 grid of screen points (about
-   ``seconds / 9`` each) with a small camera preview; the user follows the dot with their eyes
-   and keeps the head still. Frames go to a temporary MJPEG file (a minute of 720p frames would
-   not fit in memory). ``--input`` may also be a video file (no window: its frames are used as
-   recorded; ``--no-window`` hides the window for a webcam too).
-2. **Mine** pairs from the recording (:mod:`warpcam.training.gaze.mine`: same head pose and openness,
-   different iris direction, angles from the iris landmarks).
-3. **Fine-tune** the base model (default: the committed ``models/gaze_deepwarp.pt2``; its weights
-   are read from the exported program, no pickles) on the personal pairs mixed with fresh
+Recording (the dot window and the webcam) is the app's part: :mod:`warpcam.realtime.calibrate`
+(``warpcam calibrate``) records the user following a dot and hands the recording to
+:func:`calibrate_videos`. This module stands on the ground and runtime floors only and takes
+video files:
+
+1. **Mine** pairs from the recording(s) (:mod:`warpcam.training.gaze.mine`: same head pose and
+   openness, different iris direction, angles from the iris landmarks).
+2. **Fine-tune** the base model (default: the bundled ``gaze_deepwarp.pt2``; its weights are
+   read from the exported program, no pickles) on the personal pairs mixed with fresh
    synthetic renders (so it keeps what it knew), ``--steps`` Adam steps.
-4. **Export** to ``--out`` with metadata naming the recording; use it with
+3. **Export** to ``--out`` with metadata naming the recording; use it with
    ``warpcam --gaze-model OUT``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
-import time
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 DEFAULT_OUT = os.path.expanduser("~/.warpcam/gaze_personal.pt2")
+#: Fewest mined pairs a fine-tune is run on.
+MIN_PAIRS = 8
 
 
-def record(source, seconds: float, path: Path, window: bool = True) -> int:
-    """Write up to ``seconds`` of ``source`` (a realtime source) to an MJPEG file at ``path``,
-    showing the calibration dot when ``window``. Returns the number of frames written."""
-    writer = None
-    n = 0
-    t0 = time.perf_counter()
-    grid = [(x, y) for y in (0.1, 0.5, 0.9) for x in (0.1, 0.5, 0.9)]
-    fps = float(getattr(source, "fps", 30.0) or 30.0)
-    max_frames = int(seconds * fps)
-    try:
-        for frame in source:
-            img = frame.image
-            if writer is None:
-                h, w = img.shape[:2]
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-                if not writer.isOpened():
-                    raise RuntimeError(f"cannot write the recording {path}")
-            writer.write(img)
-            n += 1
-            elapsed = time.perf_counter() - t0 if source.is_live else n / fps
-            if window:
-                canvas = np.full((720, 1280, 3), 32, np.uint8)
-                k = min(int(elapsed / max(seconds, 1e-3) * len(grid)), len(grid) - 1)
-                gx, gy = grid[k]
-                cv2.circle(canvas, (int(gx * 1279), int(gy * 719)), 18, (0, 200, 255), -1)
-                cv2.putText(canvas, f"look at the dot, keep your head still  {seconds - elapsed:4.0f} s",
-                            (40, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (220, 220, 220), 2)
-                small = cv2.resize(img, (320, int(320 * img.shape[0] / img.shape[1])))
-                canvas[-small.shape[0]:, -320:] = small
-                cv2.imshow("warpcam calibrate", canvas)
-                if cv2.waitKey(1) & 0xFF == ord("q"):
-                    break
-            if n >= max_frames or (source.is_live and elapsed >= seconds):
-                break
-    finally:
-        if writer is not None:
-            writer.release()
-        if window:
-            cv2.destroyAllWindows()
-    return n
+class CalibrationError(RuntimeError):
+    """A calibration that cannot go on (too few usable pairs); the message is one line for the
+    user."""
+
+
+@dataclass
+class CalibrationResult:
+    out: Path
+    pairs: int
+    steps: int
+    final_loss: float
 
 
 def model_from_pt2(path) -> tuple:
@@ -116,73 +87,131 @@ def fine_tune(net, pairs, steps: int, lr: float = 5e-4, batch: int = 32, seed: i
     return float(np.mean(losses[-20:])) if losses else float("nan")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="warpcam calibrate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--input", default="0", help="webcam index or a video file (default 0)")
-    ap.add_argument("--seconds", type=float, default=60.0, help="recording length")
+def add_training_arguments(ap: argparse.ArgumentParser) -> None:
+    """The mining / fine-tuning / export flags shared by ``warpcam calibrate``
+    (:mod:`warpcam.realtime.calibrate`) and this module's command line."""
     ap.add_argument("--out", default=DEFAULT_OUT, help="personal model (.pt2)")
-    ap.add_argument("--base", default=None, help="model to start from (default: the committed one)")
+    ap.add_argument("--base", default=None, help="model to start from (default: the bundled one)")
     ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
     ap.add_argument("--synthetic-eyes", type=int, default=300,
                     help="synthetic eyes rendered to mix in (0: personal pairs only)")
-    ap.add_argument("--no-window", action="store_true", help="no calibration window")
-    ap.add_argument("--keep-recording", default=None, metavar="FILE.avi",
-                    help="keep the recording here (default: a temporary file, removed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
-    # The rest of warpcam's options may come along from `run.py --calibrate`; ignore them.
-    a, _ = ap.parse_known_args(argv)
 
-    from warpcam.realtime.gaze_model import DEFAULT_MODEL, GazeModelError
-    from warpcam.realtime.sources import SourceError, open_source
+
+def load_base(base=None) -> tuple:
+    """``(net, metadata)`` of the model to start from (``None``: the bundled one).
+
+    Raises:
+        GazeModelError: the file is missing or not a valid gaze model.
+    """
+    from warpcam.realtime.gaze_model import DEFAULT_MODEL
+
+    return model_from_pt2(base or DEFAULT_MODEL)
+
+
+def calibrate_videos(videos: Sequence, out=DEFAULT_OUT, *, base=None, model: Optional[tuple] = None,
+                     steps: int = 300, synthetic_eyes: int = 300, seed: int = 0,
+                     max_seconds: Optional[float] = None, label: Optional[str] = None,
+                     progress: bool = True) -> CalibrationResult:
+    """Mine pairs from recorded ``videos``, fine-tune the base model on them, export to ``out``.
+
+    Args:
+        videos: video file paths (one person following a dot, head still).
+        out: the personal model to write (``.pt2``).
+        base: model to start from (``None``: the bundled one); ignored when ``model`` is given.
+        model: ``(net, metadata)`` already loaded by :func:`load_base` (so a caller can fail
+            before recording).
+        steps, synthetic_eyes, seed: fine-tuning steps, synthetic eyes mixed in (0: none), seed.
+        max_seconds: use the first ``max_seconds`` of each video, at its declared frame rate
+            (all of it when ``None``).
+        label: what the metadata's ``training_data`` names the recording (default: the file
+            names).
+        progress: progress bar while fine-tuning.
+
+    Raises:
+        CalibrationError: fewer than :data:`MIN_PAIRS` usable pairs.
+        GazeModelError: the base model cannot be loaded.
+    """
     from warpcam.training.gaze.data import MixedPairs, StoredPairs, SyntheticPairs
     from warpcam.training.gaze.export import export
-    from warpcam.training.gaze.mine import mine_video
+    from warpcam.training.gaze.mine import mine_video, video_fps
     from warpcam.training.gaze.render import render_groups
 
-    def fail(msg):
-        print(f"warpcam: error: {msg}", flush=True, file=__import__("sys").stderr)
-        return 2
-
-    try:
-        net, base_meta = model_from_pt2(a.base or DEFAULT_MODEL)
-    except GazeModelError as exc:
-        return fail(str(exc))
-    tmpdir = tempfile.mkdtemp(prefix="warpcam_calib_")
-    rec = Path(a.keep_recording) if a.keep_recording else Path(tmpdir) / "recording.avi"
-    try:
-        try:
-            source = open_source(a.input)
-        except SourceError as exc:
-            return fail(str(exc))
-        with source:
-            n = record(source, a.seconds, rec, window=source.is_live and not a.no_window)
-        if not a.quiet:
-            print(f"calibrate: recorded {n} frames")
-        pairs = mine_video(rec, np.random.default_rng(a.seed), max_faces=1, max_per_eye=4000)
-    finally:
-        if not a.keep_recording and rec.exists():
-            rec.unlink()
-        os.rmdir(tmpdir) if not any(Path(tmpdir).iterdir()) else None
-    if len(pairs) < 8:
-        return fail(f"only {len(pairs)} usable pairs in the recording: look at the dots with "
-                    "your eyes (not your head), in steady light, eyes open")
+    net, base_meta = model if model is not None else load_base(base)
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for v in videos:
+        max_frames = (None if max_seconds is None
+                      else max(int(max_seconds * (video_fps(v) or 30.0)), 1))
+        pairs += mine_video(v, rng, max_faces=1, max_frames=max_frames, max_per_eye=4000)
+    if len(pairs) < MIN_PAIRS:
+        raise CalibrationError(
+            f"only {len(pairs)} usable pairs in the recording: look at the dots with your eyes "
+            "(not your head), in steady light, eyes open")
     data = {k: np.stack([np.asarray(p[k]) for p in pairs]) for k in
             ("src", "tgt", "angle", "landmarks", "iris_d")}
     sets, weights = [StoredPairs(data, "calibration")], [1.0]
-    if a.synthetic_eyes > 0:
-        sets.append(SyntheticPairs(render_groups(a.synthetic_eyes, 4, seed=a.seed + 1)))
+    if synthetic_eyes > 0:
+        sets.append(SyntheticPairs(render_groups(synthetic_eyes, 4, seed=seed + 1)))
         weights.append(1.0)
-    mix = MixedPairs(sets, weights, length=max(len(pairs), 1000), seed=a.seed)
-    loss = fine_tune(net, mix, a.steps, seed=a.seed, progress=not a.quiet)
+    mix = MixedPairs(sets, weights, length=max(len(pairs), 1000), seed=seed)
+    loss = fine_tune(net, mix, steps, seed=seed, progress=progress)
+    if label is None:
+        label = ",".join(Path(str(v)).name for v in videos)
     meta = dict(base_meta)
     meta.update(training_data=list(base_meta.get("training_data", [])) + [
-        f"calibration:{Path(str(a.input)).name} ({len(pairs)} pairs, {a.steps} steps)"],
+        f"calibration:{label} ({len(pairs)} pairs, {steps} steps)"],
         notes="personal model from `warpcam calibrate`", final_loss=loss)
-    out = export(net, meta, a.out)
+    return CalibrationResult(Path(export(net, meta, out)), len(pairs), steps, loss)
+
+
+def main(argv=None) -> int:
+    """Calibrate from recorded video files (``--input A.avi [B.avi ...]``). Recording from a
+    webcam is ``warpcam calibrate`` (:func:`warpcam.realtime.calibrate.main`), which takes the
+    same flags."""
+    ap = argparse.ArgumentParser(prog="python -m warpcam.training.gaze.calibrate",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--input", nargs="+", required=True, metavar="VIDEO",
+                    help="recorded video file(s) of the user following the dot")
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="use the first SECONDS of each video (default 60)")
+    add_training_arguments(ap)
+    # `warpcam calibrate`'s recording flags, accepted so that one command line works for both.
+    ap.add_argument("--no-window", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--keep-recording", default=None, help=argparse.SUPPRESS)
+    # The rest of warpcam's options may come along from `run.py --calibrate`; ignore them.
+    a, _ = ap.parse_known_args(argv)
+
+    from warpcam.realtime.gaze_model import GazeModelError
+
+    def fail(msg):
+        print(f"warpcam: error: {msg}", flush=True, file=sys.stderr)
+        return 2
+
+    videos = []
+    for v in a.input:
+        s = str(v).strip()
+        if s.isdigit() or (s.startswith("/dev/video") and s[len("/dev/video"):].isdigit()):
+            return fail(f"--input {v}: recording from a webcam is `warpcam calibrate` "
+                        "(this entry point takes recorded video files)")
+        p = Path(v).expanduser()
+        if not p.is_file():
+            return fail(f"input not found: {p}")
+        videos.append(p)
+    try:
+        model = load_base(a.base)
+    except GazeModelError as exc:
+        return fail(str(exc))
+    try:
+        res = calibrate_videos(videos, a.out, model=model, steps=a.steps,
+                               synthetic_eyes=a.synthetic_eyes, seed=a.seed,
+                               max_seconds=a.seconds, progress=not a.quiet)
+    except CalibrationError as exc:
+        return fail(str(exc))
     if not a.quiet:
-        print(f"calibrate: {len(pairs)} pairs, {a.steps} steps -> {out} "
-              f"(use: warpcam --gaze-model {out})")
+        print(f"calibrate: {res.pairs} pairs, {res.steps} steps -> {res.out} "
+              f"(use: warpcam --gaze-model {res.out})")
     return 0
 
 

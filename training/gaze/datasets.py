@@ -7,8 +7,8 @@ horizontal gaze ``H`` (degrees) in the file name. Pairs: same subject, distance 
 different ``(V, H)``; the change is ``(V_t - V_s, H_t - H_s)``. ``H`` is taken as positive toward
 the image +x (the subject's left, warpcam's yaw convention); :data:`COLUMBIA_H_SIGN` flips it.
 Eyes are found with mediapipe (:func:`mediapipe_landmarker`, or any ``landmarker(image) -> 478 x 2
-or None``) and cropped with the pipeline's eye ROI; the target crop is carried over by the
-eye-corner similarity, as for mined pairs.
+or None``) and cropped with the pipeline's eye ROI (:func:`warpcam.core.eyes.eye_crop`); the
+target crop is carried over by the eye-corner similarity, as for mined pairs.
 
 **UnityEyes** (Wood et al., ETRA 2016): ``ROOT/<n>.jpg`` with ``ROOT/<n>.json`` holding
 ``interior_margin_2d``, ``caruncle_2d``, ``iris_2d`` (strings ``"(x, y, z)"``, y up from the
@@ -16,8 +16,9 @@ image bottom), ``eye_details.look_vec`` (``"(x, y, z, 0)"``, unit gaze vector, -
 camera), ``head_pose`` and ``lighting_details``. Pairs: renders of the same eye (iris texture
 and size), head pose and lighting (UnityEyes' fixed-camera mode, as the seed's data set was
 made); angles from the look vectors (pitch ``asin(y)``, yaw ``atan2(x, -z)``, degrees). The crop
-is the pipeline rule on the interior margin (corners = its extreme points); an eye whose
-caruncle lies on the image left is mirrored so that every crop has the right-eye layout.
+is the pipeline rule (:func:`warpcam.core.eyes.roi_affine_for`) on the interior margin (corners
+= its extreme points); an eye whose caruncle lies on the image left is mirrored so that every
+crop has the right-eye layout.
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from warpcam.realtime.gaze_model import CROP_H, CROP_W, eye_crop
-from warpcam.core.geometry import roi_affine, to_crop
+from warpcam.core.eyes import EYE_CROP_H as CROP_H, EYE_CROP_W as CROP_W, eye_corners, eye_crop
+from warpcam.core.eyes import roi_affine_for
+from warpcam.core.geometry import to_crop
 from warpcam.training.gaze.data import StoredPairs
-from warpcam.training.gaze.mine import _crop, compose, corners, similarity
+from warpcam.training.gaze.mine import _crop, compose, similarity
 
 COLUMBIA_RE = re.compile(r"^(\d+)_(\d+)m_(-?\d+)P_(-?\d+)V_(-?\d+)H\.(jpg|jpeg|png)$", re.I)
 COLUMBIA_H_SIGN = 1.0
@@ -94,7 +96,7 @@ def columbia_pairs(root, landmarker: Optional[Callable] = None, max_pairs: Optio
                     continue
                 for side in ("right", "left"):
                     A, flip, crop_pts, eye_w, _ = eye_crop(lms[a], side)
-                    S = similarity(corners(lms[a], side), corners(lms[b], side))
+                    S = similarity(eye_corners(lms[a], side), eye_corners(lms[b], side))
                     yaw = COLUMBIA_H_SIGN * (ib["h"] - ia["h"])
                     out.append(dict(src=_crop(imgs[a], A, flip), tgt=_crop(imgs[b], compose(S, A), flip),
                                     angle=np.array([ib["v"] - ia["v"], -yaw if flip else yaw], np.float32),
@@ -165,7 +167,7 @@ def unityeyes_crop(rec: dict) -> tuple:
     flip = not inner_right
     eye_w = float(np.linalg.norm(b - a))
     angle = math.atan2(b[1] - a[1], b[0] - a[0])
-    A = roi_affine(m.mean(0), angle, 2 * eye_w, 1.6 * eye_w, CROP_W, CROP_H)
+    A = roi_affine_for(m.mean(0), angle, eye_w, CROP_W, CROP_H)
     outer, inner = (a, b) if inner_right else (b, a)
     up = _chain(m, outer, inner, upper=True) if inner_right else _chain(m, inner, outer, upper=True)[::-1]
     lo = _chain(m, outer, inner, upper=False) if inner_right else _chain(m, inner, outer, upper=False)[::-1]

@@ -12,9 +12,10 @@ Sec. 5: "mean squared error per pixel"), averaged over pairs; reported overall a
 the redirection angle ``sqrt(dpitch^2 + dyaw^2)``. Methods:
 
 - ``identity``: the input eye unchanged;
-- ``landmark warp``: :func:`warpcam.realtime.gaze.iris_shift_flow` on the source's landmarks with the
-  eyeball model's shift and the default lid follow, plus its sclera palette mix, sampled in the
-  crop (the pipeline applies it at frame resolution);
+- ``landmark warp``: :func:`warpcam.core.eyewarp.iris_shift_flow` on the source's landmarks with
+  the eyeball model's shift (:func:`warpcam.core.eyes.gaze_shift_px`) and the default lid
+  follow, plus its sclera palette mix, sampled in the crop (the pipeline applies it at frame
+  resolution);
 - each ``--model NAME=FILE.pt2``: loaded with :func:`warpcam.realtime.gaze_model.load_gaze_model`
   (the exported artifact, not the training code) and applied in the crop.
 
@@ -30,7 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from warpcam.realtime.gaze import gaze_shift_px, iris_shift_flow, sclera_colour
+from warpcam.core.eyes import ANCHOR_INDEX, gaze_shift_px
+from warpcam.core.eyewarp import iris_shift_flow, sclera_colour
 from warpcam.realtime.gaze_model import load_gaze_model
 
 BINS = [0, 5, 10, 15, 20, 30]
@@ -79,14 +81,12 @@ def landmark_warp(src: np.ndarray, angle, landmarks, iris_d: float,
 
 def model_outputs(model, pairs: dict, batch: int = 64) -> np.ndarray:
     """Redirected crops (float32 RGB 0-255) of a loaded gaze model."""
-    from warpcam.realtime.gaze_model import ANCHOR_INDEX
-
     outs = []
     for s in range(0, len(pairs["src"]), batch):
         src = pairs["src"][s:s + batch].astype(np.float32) / 255.0
         x = np.ascontiguousarray(src.transpose(0, 3, 1, 2))
         flow, wts, pal = model(x, pairs["angle"][s:s + batch],
-                               pairs["landmarks"][s:s + batch][:, ANCHOR_INDEX])
+                               pairs["landmarks"][s:s + batch][:, list(ANCHOR_INDEX)])
         for i in range(len(src)):
             o = _remap(src[i], flow[i])
             o = (1 - wts[i][..., None]) * o + wts[i][..., None] * pal

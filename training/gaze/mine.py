@@ -8,21 +8,23 @@ within 5 %) and the same openness (within ``--max-open``), both open and with a 
 and whose irises point in different directions (``--min-angle`` to ``--max-angle`` degrees).
 
 - The **source** crop is the pipeline's eye ROI of the first frame
-  (:func:`warpcam.realtime.gaze_model.eye_crop`); the **target** crop is the second frame through the same
+  (:func:`warpcam.core.eyes.eye_crop`); the **target** crop is the second frame through the same
   ROI carried over by the similarity that maps the first frame's eye corners onto the second's,
   so both crops show the eye in the same eye-corner frame (small head motion cancels out).
 - The **angle difference** comes from the iris centres, measured in the eye-corner frame of
-  each frame with the pipeline's eyeball model: ``yaw = asin(x / r)``, ``pitch = -asin(y / r)``
-  with ``(x, y)`` the iris offset from the corner midpoint along and across the eye axis and
-  ``r = 12 / 11.7 * iris diameter`` (:data:`warpcam.realtime.gaze.EYEBALL_PER_IRIS`).
+  each frame with the pipeline's eyeball model (:func:`warpcam.core.eyes.eye_in_head_angles`):
+  ``yaw = asin(x / r)``, ``pitch = -asin(y / r)`` with ``(x, y)`` the iris offset from the
+  corner midpoint along and across the eye axis and ``r = 12 / 11.7 * iris diameter``
+  (:data:`warpcam.core.eyes.EYEBALL_PER_IRIS`).
 
 Two passes over each video: tracking (landmarks only), then decoding again to cut just the
-crops the chosen pairs need (a long video never sits in memory).
+crops the chosen pairs need (a long video never sits in memory). Frames are decoded with PyAV
+and turned upright when the file carries a display-matrix rotation (phone videos), as the
+app's video source does.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,8 @@ from typing import Iterable, List, Optional
 import cv2
 import numpy as np
 
-from warpcam.core import landmarks as lm
-from warpcam.realtime.gaze import EYEBALL_PER_IRIS
-from warpcam.realtime.gaze_model import CROP_H, CROP_W, eye_crop
+from warpcam.core.eyes import EYE_CROP_H as CROP_H, EYE_CROP_W as CROP_W
+from warpcam.core.eyes import eye_corners, eye_crop, eye_in_head_angles
 from warpcam.training.gaze.data import save_pairs
 
 
@@ -52,25 +53,6 @@ class EyeObs:
     iris_d: float
     eye_w: float
     gaze: np.ndarray  # (pitch, yaw) degrees, eye in head, yaw toward image +x
-
-
-def corners(pts: np.ndarray, side: str) -> tuple:
-    """``(a, b)``: the eye corners with ``b - a`` along image +x for both eyes (the ROI axis)."""
-    ix = lm.eye_indices(side)
-    a, b = pts[ix["outer"]].astype(np.float64), pts[ix["inner"]].astype(np.float64)
-    return (b, a) if side == "left" else (a, b)
-
-
-def eye_angles(pts: np.ndarray, side: str, iris_d: float) -> np.ndarray:
-    """Eye-in-head ``(pitch, yaw)`` degrees from the iris centre in the eye-corner frame."""
-    a, b = corners(pts, side)
-    axis = (b - a) / (np.linalg.norm(b - a) + 1e-9)
-    normal = np.array([-axis[1], axis[0]])  # image down
-    off = pts[lm.eye_indices(side)["iris"][0]] - 0.5 * (a + b)
-    r = EYEBALL_PER_IRIS * max(iris_d, 1e-3)
-    yaw = math.degrees(math.asin(float(np.clip(off @ axis / r, -1, 1))))
-    pitch = -math.degrees(math.asin(float(np.clip(off @ normal / r, -1, 1))))
-    return np.array([pitch, yaw])
 
 
 def similarity(src_pts: tuple, dst_pts: tuple) -> np.ndarray:
@@ -100,13 +82,14 @@ def observe(frames: Iterable, max_faces: int = 2, tracker=None) -> List[EyeObs]:
         for i, img in enumerate(frames):
             for f in tr.track(img, i / 30.0):
                 for k, side in enumerate(("right", "left")):
-                    a, b = corners(f.landmarks, side)
+                    a, b = eye_corners(f.landmarks, side)
                     ew = float(np.linalg.norm(b - a))
                     obs.append(EyeObs(i, f.track_id, side, k, f.landmarks.copy(),
                                       np.array([f.yaw, f.pitch, f.roll]),
                                       float(f.eye_openness[k]), float(f.iris_confidence[k]),
                                       float(f.iris_diameter_px[k]), ew,
-                                      eye_angles(f.landmarks, side, f.iris_diameter_px[k])))
+                                      eye_in_head_angles(f.landmarks, side,
+                                                         f.iris_diameter_px[k])))
     finally:
         if own:
             tr.close()
@@ -164,7 +147,7 @@ def build_pairs(frames: Iterable, obs: List[EyeObs], pairs: list) -> list:
     for p, (i, j) in enumerate(pairs):
         s, t = obs[i], obs[j]
         A, flip, crop_pts, _, _ = eye_crop(s.landmarks, s.side)
-        S = similarity(corners(s.landmarks, s.side), corners(t.landmarks, t.side))
+        S = similarity(eye_corners(s.landmarks, s.side), eye_corners(t.landmarks, t.side))
         d = t.gaze - s.gaze
         angle = np.array([d[0], -d[1] if flip else d[1]], np.float32)
         scale = 2.0 * s.eye_w / CROP_W
@@ -178,19 +161,48 @@ def build_pairs(frames: Iterable, obs: List[EyeObs], pairs: list) -> list:
     return [it for it in items if it["src"] is not None and it["tgt"] is not None]
 
 
-def video_frames(path) -> Iterable[np.ndarray]:
-    """BGR uint8 frames of a video file (PyAV), in order."""
+def _rotate_code(rotation: float) -> Optional[int]:
+    """cv2.rotate code that turns a picture stored with a display-matrix rotation of
+    ``rotation`` degrees (PyAV's ``VideoFrame.rotation``, counter-clockwise) upright: rotate by
+    the same angle counter-clockwise, as FFmpeg's ``autorotate`` (multiples of 90 degrees)."""
+    quarter = int(round(float(rotation or 0) / 90.0)) % 4
+    return {0: None, 1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180,
+            3: cv2.ROTATE_90_CLOCKWISE}[quarter]
+
+
+def video_fps(path) -> Optional[float]:
+    """Frame rate the first video stream of ``path`` declares (None when it declares none)."""
     import av
 
     with av.open(str(path)) as c:
-        for fr in c.decode(video=0):
-            yield fr.to_ndarray(format="bgr24")
+        st = c.streams.video[0]
+        rate = st.average_rate or st.guessed_rate or st.base_rate
+        return float(rate) if rate else None
 
 
-def mine_video(path, rng: np.random.Generator, max_faces: int = 2, **rules) -> list:
-    obs = observe(video_frames(path), max_faces=max_faces)
+def video_frames(path, max_frames: Optional[int] = None) -> Iterable[np.ndarray]:
+    """BGR uint8 frames of a video file (PyAV), in order, upright (display-matrix rotation
+    undone), at most ``max_frames`` of them."""
+    import av
+
+    with av.open(str(path)) as c:
+        rot = None
+        for i, fr in enumerate(c.decode(video=0)):
+            if max_frames is not None and i >= max_frames:
+                break
+            if i == 0:
+                rot = _rotate_code(getattr(fr, "rotation", 0))
+            img = fr.to_ndarray(format="bgr24")
+            yield np.ascontiguousarray(cv2.rotate(img, rot)) if rot is not None else img
+
+
+def mine_video(path, rng: np.random.Generator, max_faces: int = 2,
+               max_frames: Optional[int] = None, **rules) -> list:
+    """Pairs (module docstring) from the first ``max_frames`` frames (all by default) of one
+    video file."""
+    obs = observe(video_frames(path, max_frames), max_faces=max_faces)
     pairs = choose_pairs(obs, rng, **rules)
-    return build_pairs(video_frames(path), obs, pairs)
+    return build_pairs(video_frames(path, max_frames), obs, pairs)
 
 
 def main(argv=None):

@@ -5,9 +5,9 @@
 Each *eye* is a random person (eye width, canthal tilt, lid shape, iris colour and texture,
 pupil size, sclera tint and veins, skin tone, lashes, brow, lighting, blur) at a random head
 pose; it is rendered at ``K`` random gazes, so every ordered pair of its renders is a training
-pair with an exact angle difference. The crop is the pipeline's eye ROI (see
-:func:`warpcam.realtime.gaze_model.eye_crop_affine`): centred on the eye contour, 2x the corner-to-corner
-width, 0.8 as high, rotated along the eye axis, sampled at 41 x 51 (H x W). The rendered eye is
+pair with an exact angle difference. The crop is the pipeline's eye ROI (the one rule of
+:mod:`warpcam.core.eyes`): centred on the eye contour, 2x the corner-to-corner width, 0.8 as
+high, rotated along the eye axis, sampled at 41 x 51 (H x W). The rendered eye is
 a **right** eye (the subject's right: outer corner on the crop's left, inner corner and
 caruncle on its right), i.e. what the network sees for both eyes after the left one is flipped.
 
@@ -17,7 +17,7 @@ z away from the camera):
 - The eyeball rotates about ``C``. The iris is the spherical cap of the sphere of radius
   ``sqrt(12^2 + 5.85^2)`` around ``C`` whose rim (the limbus, 11.7 mm across) lies 12 mm from
   ``C``: a rotation by ``delta`` moves the limbus centre by ``12 sin(delta)``, which is the
-  eyeball model of the pipeline (:func:`warpcam.realtime.gaze.gaze_shift_px`), so the angle labels and
+  eyeball model of the pipeline (:func:`warpcam.core.eyes.gaze_shift_px`), so the angle labels and
   the pipeline's degrees-to-pixels agree.
 - Lids are curves over the eye-corner line on a sphere 0.6 mm outside the eyeball; the upper lid
   follows vertical gaze (a random 0.8-1.1 of the iris displacement: lid-eye coordination), the
@@ -40,7 +40,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-CROP_H, CROP_W = 41, 51
+from warpcam.core.eyes import EYE_CROP_H as CROP_H, EYE_CROP_W as CROP_W, roi_affines_for
+from warpcam.core.geometry import to_crop
+
 EYE_R = 12.0  # rotation centre to limbus plane, mm (the pipeline's eyeball model)
 IRIS_R = 5.85  # limbus radius, mm
 SPHERE_R = math.hypot(EYE_R, IRIS_R)
@@ -140,7 +142,6 @@ def _project(R, pts):
 
 def _contour(p, gaze_pitch, m=9):
     """Upper and lower lid chains (``(n, m, 3)`` head mm), outer to inner corner."""
-    n = len(p["eye_w"])
     half = p["eye_w"][:, None] / 2
     x = -half + (2 * half) * np.linspace(0, 1, m)[None, :]
     yu, yl, _ = _lid_curves(p, x, gaze_pitch)
@@ -150,8 +151,10 @@ def _contour(p, gaze_pitch, m=9):
 
 
 def crop_affines(p, gaze_pitch, jitter: float = 1.0):
-    """Crop -> image-plane affines ``(n, 2, 3)`` (mm) by the pipeline's eye-ROI rule, from the
-    eye contour at ``gaze_pitch``, with a random jitter (tracker noise) of scale ``jitter``."""
+    """Crop -> image-plane affines ``(n, 2, 3)`` (mm) by the pipeline's eye-ROI rule
+    (:func:`warpcam.core.eyes.roi_affines_for`, centred on the contour mean as
+    :func:`warpcam.core.eyes.eye_roi`), from the eye contour at ``gaze_pitch``, with a random
+    jitter (tracker noise) of scale ``jitter``."""
     R = _rot(p["head_yaw"], p["head_pitch"])
     up, lo = _contour(p, gaze_pitch)
     up2, lo2 = _project(R, up), _project(R, lo)
@@ -164,12 +167,7 @@ def crop_affines(p, gaze_pitch, jitter: float = 1.0):
     centre = centre + eye_w[:, None] * 0.02 * j[:, :2]
     eye_w = eye_w * (1 + 0.03 * j[:, 2])
     ang = ang + np.radians(2.0) * j[:, 3]
-    sx = 2.0 * eye_w / CROP_W
-    sy = 1.6 * eye_w / CROP_H
-    c, s = np.cos(ang), np.sin(ang)
-    lin = np.stack([np.stack([c * sx, -s * sy], -1), np.stack([s * sx, c * sy], -1)], -2)
-    off = centre - np.einsum("nij,j->ni", lin, np.array([(CROP_W - 1) / 2, (CROP_H - 1) / 2]))
-    return np.concatenate([lin, off[..., None]], -1)
+    return roi_affines_for(centre, ang, eye_w, CROP_W, CROP_H)
 
 
 def _smooth_edge(d, px):
@@ -318,9 +316,7 @@ def render(p: dict, gaze: np.ndarray, affines: np.ndarray, rng: np.random.Genera
     iris_c = np.stack([C[:, 0, 0, 0] + EYE_R * g[:, 0, 0, 0], C[:, 0, 0, 1] + EYE_R * g[:, 0, 0, 1],
                        C[:, 0, 0, 2] + EYE_R * g[:, 0, 0, 2]], -1)[:, None, :]
     pts = _project(R, np.concatenate([up, lo, iris_c], 1))
-    lin, off = affines[:, :, :2], affines[:, :, 2]
-    inv = np.linalg.inv(lin)
-    crop_pts = np.einsum("nij,nmj->nmi", inv, pts - off[:, None, :])
+    crop_pts = np.stack([to_crop(q, A) for q, A in zip(pts, affines)])
     iris_d = 2 * IRIS_R / px[:, 0, 0]
     return out, crop_pts.astype(np.float32), iris_d.astype(np.float32)
 
