@@ -33,11 +33,12 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-from warpcam.kernels import crop as crop_mod
-from warpcam.kernels.cpu import CpuCompositor
+from warpcam.core.geometry import roi_affine
 from warpcam.core.types import WarpJob
+from warpcam.kernels import BACKENDS, backend_class
+from warpcam.kernels import crop as crop_mod
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "warpcam.kernels.json"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "kernels.json"
 EYE = (41, 51)
 MOUTH = (64, 64)
 FACE = (128, 128)
@@ -51,15 +52,12 @@ def base_frame(width: int, height: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def roi_affine(cx: float, cy: float, size: tuple, span: float, angle_deg: float) -> np.ndarray:
+def crop_affine(cx: float, cy: float, size: tuple, span: float, angle_deg: float) -> np.ndarray:
     """Crop -> frame affine of a ``size`` (h, w) crop centred on frame ``(cx, cy)``, ``span`` frame
-    pixels wide, rotated by ``angle_deg`` (clockwise in the image)."""
+    pixels wide (same scale on both axes), rotated by ``angle_deg`` (clockwise in the image):
+    :func:`warpcam.core.geometry.roi_affine`."""
     h, w = size
-    s = span / w
-    t = np.deg2rad(angle_deg)
-    c, n = s * np.cos(t), s * np.sin(t)
-    uc, vc = (w - 1) / 2.0, (h - 1) / 2.0
-    return np.array([[c, -n, cx - (c * uc - n * vc)], [n, c, cy - (n * uc + c * vc)]])
+    return roi_affine((cx, cy), np.deg2rad(angle_deg), span, span * h / w, w, h)
 
 
 def feather(size: tuple, edge: float = 0.25) -> np.ndarray:
@@ -100,7 +98,7 @@ def face_scene(width: int, height: int, faces: int, seed: int = 0) -> tuple:
         for side in (-1, 1):  # subject's right eye (image left), then left eye
             ecx = cx + side * 0.2 * face_w * ex + 0.15 * face_w * ey
             ecy = cy + side * 0.2 * face_w * ey - 0.15 * face_w * ex
-            a = roi_affine(ecx, ecy, EYE, 0.4 * face_w, roll)
+            a = crop_affine(ecx, ecy, EYE, 0.4 * face_w, roll)
             eyes.append(a)
             kw = {"lightness": 1.0 + smooth_field(rng, EYE, 4, 0.15)}
             if side > 0:
@@ -109,13 +107,13 @@ def face_scene(width: int, height: int, faces: int, seed: int = 0) -> tuple:
             jobs.append(WarpJob(a, smooth_field(rng, EYE + (2,), 5, 3.0), feather(EYE), **kw,
                                 kind="eye_right" if side < 0 else "eye_left", face_id=i))
         mx, my = cx - 0.3 * face_w * ey, cy + 0.3 * face_w * ex
-        a = roi_affine(mx, my, MOUTH, 0.55 * face_w, roll)
+        a = crop_affine(mx, my, MOUTH, 0.55 * face_w, roll)
         mouths.append(a)
         jobs.append(WarpJob(a, smooth_field(rng, MOUTH + (2,), 6, 4.0), feather(MOUTH),
                             palette_mix=(np.clip(smooth_field(rng, MOUTH, 6, 0.3), 0, 1),
                                          np.array([120.0, 110.0, 170.0])),
                             kind="mouth", face_id=i))
-        heads.append(roi_affine(cx, cy, FACE, 1.3 * face_w, roll))
+        heads.append(crop_affine(cx, cy, FACE, 1.3 * face_w, roll))
     specs = [
         crop_mod.CropSpec(np.array(eyes), EYE, 0.5, 0.5,
                           flip=[k % 2 == 1 for k in range(len(eyes))]),
@@ -140,35 +138,27 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int) -> dict:
 
 
 class _Backend:
-    """Uniform ``crop(frame, specs)`` / ``composite(frame, jobs)`` over the backends."""
+    """Uniform ``crop(frame, specs)`` / ``composite(frame, jobs)`` over the registered backends
+    (the crop timed until its result is usable on the host side: torch tensors moved to the
+    CPU, the CUDA stream synchronised)."""
 
     def __init__(self, name: str, device: Optional[str] = None):
         self.name = name
-        if name == "cpu":
-            comp = CpuCompositor()
-            self.composite = comp.composite
-            self.crop = lambda f, s: crop_mod.crop_groups(f, s)
-        elif name == "torch":
-            from warpcam.kernels.torch_backend import TorchCompositor
-
-            comp = TorchCompositor(device or "cpu")
-            self.composite = comp.composite
+        cls = backend_class(name)
+        comp = cls(device) if device is not None else cls()
+        self.impl = comp
+        self.composite = comp.composite
+        if name == "torch":
             self.crop = lambda f, s: [t.cpu() for t in comp.crop_groups(f, s)]
         elif name == "cuda":
-            from warpcam.kernels.cuda_backend import CudaCompositor
-
-            comp = CudaCompositor()
-
             def crop(f, s):
                 out = comp.crop_groups(f, s)
                 comp.stream.synchronize()
                 return out
 
-            self.composite = comp.composite
             self.crop = crop
-            self.impl = comp
         else:
-            raise ValueError(f"unknown backend {name!r}")
+            self.crop = comp.crop_groups
 
 
 def cuda_ready() -> bool:
@@ -303,7 +293,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     have_cuda = cuda_ready()
     backends = (args.backends.split(",") if args.backends
                 else ["cpu", "torch"] + (["cuda"] if have_cuda else []))
-    unknown = set(backends) - {"cpu", "torch", "cuda"}
+    unknown = set(backends) - set(BACKENDS)
     if unknown:
         p.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     if "cuda" in backends and not have_cuda:

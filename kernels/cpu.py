@@ -24,8 +24,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from warpcam.core.geometry import apply_affine, invert_affine
-from warpcam.core.types import WarpJob, affine_box
+from warpcam.core.geometry import invert_affine
+from warpcam.core.types import WarpJob
+from warpcam.kernels import crop as _crop
+from warpcam.kernels.base import Compositor, job_box
 
 
 def _crop_coords(job: WarpJob, box) -> tuple:
@@ -53,24 +55,8 @@ def _sample_clamped(field: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarr
                      borderMode=cv2.BORDER_REPLICATE)
 
 
-def _support_bbox(job: WarpJob, frame_shape):
-    """``WarpJob.frame_bbox`` shrunk to the part of the crop where ``alpha > 0`` (plus one crop
-    pixel, for the bilinear footprint); ``None`` when empty. Pixels outside it get alpha 0 from
-    bilinear sampling, so skipping them changes nothing."""
-    box = job.frame_bbox(frame_shape)
-    if box is None:
-        return None
-    x, y, w, h = cv2.boundingRect((job.alpha > 0).view(np.uint8))
-    if w == 0 or h == 0:
-        return None
-    # Not clamped to the crop: with alpha > 0 on the crop's edge row, bilinear sampling with the
-    # zero border gives alpha > 0 up to one crop pixel beyond it, and frame_bbox keeps half of
-    # that; the intersection with frame_bbox keeps exactly the frame_bbox contract.
-    return affine_box(job.crop_to_frame, x - 1, y - 1, x + w, y + h, frame_shape, clip=box)
-
-
-class CpuCompositor:
-    """OpenCV/NumPy compositor (the default backend without a GPU).
+class CpuCompositor(Compositor):
+    """OpenCV/NumPy compositor and ROI cropper (the default backend without a GPU).
 
     ``composite(frame, jobs)`` returns a new ``H x W x 3`` ``uint8`` BGR image and leaves the
     input untouched; with ``inplace=True`` it writes into ``frame`` instead (no full-frame
@@ -78,9 +64,25 @@ class CpuCompositor:
 
     All jobs are warped from the unmodified input first and blended afterwards, in list order,
     so writing in place never lets one job sample another's output.
+
+    ``crop_rois``/``crop_groups`` are :func:`warpcam.kernels.crop.crop_rois` /
+    :func:`~warpcam.kernels.crop.crop_groups` (OpenCV ``warpAffine``) and return numpy arrays.
     """
 
     name = "cpu"
+
+    # ------------------------------------------------------------------ crop
+    def crop_rois(self, frame: np.ndarray, affines, size, mean=0.0, std=1.0, dtype=np.float32,
+                  flip=None, border: str = "replicate") -> np.ndarray:
+        """:func:`warpcam.kernels.crop.crop_rois`: ``(N, 3, h, w)`` numpy of ``dtype``."""
+        return _crop.crop_rois(frame, affines, size, mean, std, dtype, flip, border)
+
+    def crop_groups(self, frame: np.ndarray, specs: Sequence[_crop.CropSpec],
+                    dtype=np.float32) -> list:
+        """:func:`warpcam.kernels.crop.crop_groups`: one numpy array per spec."""
+        return _crop.crop_groups(frame, specs, dtype)
+
+    # ------------------------------------------------------------------ composite
 
     def composite(self, frame: np.ndarray, jobs: Sequence[WarpJob], inplace: bool = False
                   ) -> np.ndarray:
@@ -106,7 +108,7 @@ class CpuCompositor:
     def _warp(src: np.ndarray, job: WarpJob):
         """``(box, warped, alpha)`` for one job over its frame box, or ``None`` when it touches
         no pixel. ``warped`` is uint8 when no colour correction applies, else float32."""
-        box = _support_bbox(job, src.shape)
+        box = job_box(job, src.shape)  # frame_bbox, shrunk to where alpha can be > 0
         if box is None:
             return None
         x0, y0, x1, y1 = box

@@ -1,8 +1,8 @@
 """ROI extraction: crop every region of interest of a frame into one normalised NCHW batch.
 
 This module is the CPU reference (OpenCV ``warpAffine``) and holds the argument handling that the
-torch (:mod:`warpcam.kernels.torch_backend`) and CUDA (:mod:`warpcam.kernels.cuda_backend`) versions share, so
-all three read the same ROI the same way.
+torch (:mod:`warpcam.kernels.torch_backend`) and CUDA (:mod:`warpcam.kernels.cuda_backend`)
+versions share, so all three read the same ROI the same way.
 
 Convention block:
 

@@ -10,8 +10,8 @@ Two launches per frame on the GPU:
   ``uint8`` store), one thread per pixel of the tiles the jobs cover, jobs in list order per
   pixel (:meth:`CudaCompositor.composite_device`).
 
-The maths, conventions and border rules are those of :mod:`warpcam.kernels.torch_backend` (the reference)
-and :mod:`warpcam.kernels.cpu`; the per-pixel code is in ``kernels/cuda/warp_math.cuh``.
+The maths, conventions and border rules are those of :mod:`warpcam.kernels.torch_backend` (the
+reference) and :mod:`warpcam.kernels.cpu`; the per-pixel code is in ``kernels/cuda/warp_math.cuh``.
 
 Host <-> device: numpy frames go through page-locked (pinned) staging buffers and one CUDA stream,
 so a frame crosses the bus once up and once down (:meth:`CudaCompositor.composite`). Device frames
@@ -24,8 +24,9 @@ Install with ``pip install warpcam[cuda]``.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -35,10 +36,11 @@ try:
 except Exception as exc:  # ImportError, or a CuPy whose CUDA libraries fail to load
     raise ImportError(f"CuPy is not usable: {exc}".splitlines()[0]) from exc
 
+from warpcam.core.types import WarpJob
 from warpcam.kernels import BackendError
 from warpcam.kernels import crop as _crop
 from warpcam.kernels import cuda as _src
-from warpcam.core.types import WarpJob
+from warpcam.kernels.base import Compositor, _convert
 
 
 def cuda_available() -> bool:
@@ -108,7 +110,10 @@ class _Staging:
         self.uploaded = None  # event: the last upload from pin_in has finished reading it
 
 
-class CudaCompositor:
+NO_GPU = "--backend cuda: CuPy sees no CUDA GPU on this machine"
+
+
+class CudaCompositor(Compositor):
     """Fused CUDA compositor and ROI cropper (CuPy).
 
     Args:
@@ -120,15 +125,26 @@ class CudaCompositor:
     ``composite(frame, jobs, inplace=False)`` takes and returns numpy ``H x W x 3`` ``uint8`` BGR
     (a new array and the input untouched, or with ``inplace=True`` the input written over; no jobs
     returns the input). ``composite_device`` and ``crop_groups``/``crop_rois`` work on GPU arrays
-    and return CuPy arrays (torch tensors when given torch tensors). Not thread-safe: use one
-    instance per thread.
+    and return CuPy arrays (torch tensors when given torch tensors); a numpy frame given to
+    ``crop_groups``/``crop_rois`` is uploaded and its crops are CuPy arrays.
+    :meth:`crops_to_torch` / :meth:`crops_to_numpy` hand them on, ordered after the launch.
+    Inside ``with comp.frame(img):`` the crops and the composite of the numpy frame ``img``
+    share one upload of it. Not thread-safe: use one instance per thread.
     """
 
     name = "cuda"
 
+    @classmethod
+    def available(cls) -> bool:
+        return cuda_available()
+
+    @classmethod
+    def why_unavailable(cls) -> str:
+        return "" if cuda_available() else NO_GPU
+
     def __init__(self, device: int = 0):
         if not cuda_available():
-            raise BackendError("--backend cuda: CuPy sees no CUDA GPU on this machine")
+            raise BackendError(NO_GPU)
         n = cupy.cuda.runtime.getDeviceCount()
         if not 0 <= device < n:
             raise BackendError(f"--backend cuda: no CUDA device {device} (found {n})")
@@ -140,6 +156,8 @@ class CudaCompositor:
             self._table_dev = cupy.empty((1 << 16,), cupy.uint8)
             self._table_done = None  # event: last upload of _table_pin finished
         self._kernels = None
+        self._shared = None  # the host frame of the open frame() scope
+        self._shared_dev = None  # its device copy (the staging src), once uploaded
 
     # ---------------------------------------------------------------- internals
     def _kernel(self, name: str):
@@ -198,14 +216,38 @@ class CudaCompositor:
                  d_tiles, np.int32(ntiles)))
 
     def _upload_frame(self, frame: np.ndarray):
-        """Numpy frame -> the staging device buffer, through pinned memory, on the stream."""
+        """Numpy frame -> the staging device buffer, through pinned memory, on the stream.
+
+        Inside a :meth:`frame` scope, the scope's frame is uploaded once: while no other frame
+        was uploaded since (it would overwrite the staging buffer), its device copy is reused.
+        """
+        if frame is self._shared and self._shared_dev is not None \
+                and self._staged is not None and self._shared_dev is self._staged.src:
+            return self._shared_dev
         st = self._staging(frame.shape)
         if st.uploaded is not None:
             st.uploaded.synchronize()  # the previous upload may still be reading pin_in
         np.copyto(st.pin_in, frame)
         st.src.set(st.pin_in, stream=self.stream)
         st.uploaded = self.stream.record()
+        self._shared_dev = st.src if frame is self._shared else None
         return st.src
+
+    @contextlib.contextmanager
+    def frame(self, frame) -> Iterator:
+        """Share one upload of the numpy ``frame`` among the crops and the composite made
+        inside the block (the first of them uploads it). ``frame`` must not be written inside
+        the block except by ``composite(..., inplace=True)``, which ends the sharing (later
+        calls upload the new content). Device frames need no upload: a no-op for them."""
+        if not isinstance(frame, np.ndarray):
+            yield frame
+            return
+        saved = self._shared
+        self._shared, self._shared_dev = frame, None
+        try:
+            yield frame
+        finally:
+            self._shared, self._shared_dev = saved, None
 
     def _as_device_frame(self, frame):
         # Called with self.stream current: a DLPack producer (torch) then orders its pending
@@ -240,6 +282,8 @@ class CudaCompositor:
             st.dst.get(stream=self.stream, out=st.pin_out, blocking=False)
             self.stream.synchronize()
             if inplace:
+                if frame is self._shared:
+                    self._shared_dev = None  # the host frame changes: its device copy is stale
                 np.copyto(frame, st.pin_out)
                 return frame
             return st.pin_out.copy()
@@ -304,12 +348,19 @@ class CudaCompositor:
             outs = _src.split_output(out[:total], shapes)
             return [to_torch(o) for o in outs] if _is_torch(frame) else outs
 
-    def crop_rois(self, frame, affines, size, mean=0.0, std=1.0, dtype=np.float32, flip=None,
-                  border: str = "replicate"):
-        """One batch of ROIs; see :func:`warpcam.kernels.crop.crop_rois` for the maths. Returns an
-        ``(N, 3, h, w)`` CuPy array (``cupy.asnumpy`` or :func:`to_torch` it)."""
-        spec = _crop.CropSpec(affines, size, mean, std, flip, border)
-        return self.crop_groups(frame, [spec], dtype)[0]
+    # ---------------------------------------------------------------- conversions
+    def crops_to_numpy(self, crops):
+        """Crops as host numpy arrays (waits for :attr:`stream`, then copies)."""
+        self.stream.synchronize()
+        return _convert(crops, lambda c: cupy.asnumpy(c) if isinstance(c, cupy.ndarray)
+                        else self._numpy_one(c))
+
+    def crops_to_torch(self, crops):
+        """Crops as torch CUDA tensors sharing their memory (DLPack), exported with
+        :attr:`stream` current so torch's stream waits for the crop launch."""
+        with self.device, self.stream:
+            return _convert(crops, lambda c: to_torch(c) if isinstance(c, cupy.ndarray)
+                            else self._torch_one(c))
 
 
 def _is_torch(obj) -> bool:

@@ -85,8 +85,9 @@ _u16p = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
 class HostKernels:
     """The host build, with the backends' calling conventions.
 
-    ``composite`` and ``crop_rois`` take and return what :class:`warpcam.kernels.cpu.CpuCompositor` and
-    :func:`warpcam.kernels.crop.crop_rois` do (numpy, BGR ``uint8`` frames).
+    ``composite`` and ``crop_rois`` take and return what
+    :class:`warpcam.kernels.cpu.CpuCompositor` and :func:`warpcam.kernels.crop.crop_rois` do
+    (numpy, BGR ``uint8`` frames).
     """
 
     name = "host"

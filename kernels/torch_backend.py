@@ -11,7 +11,7 @@ Convention block (see :class:`warpcam.core.types.WarpJob` and :mod:`warpcam.kern
   ``align_corners=True``, where normalised -1 and +1 are the centres of the first and last
   pixels, i.e. ``g = 2 x / (W - 1) - 1``.
 - Per job, over the frame box ``WarpJob.frame_bbox`` (exclusive end; skipping the part where
-  alpha is certainly 0, :func:`warpcam.kernels.cuda.job_box`), with ``(u, v) = A^-1 (x, y)``:
+  alpha is certainly 0, :func:`warpcam.kernels.base.job_box`), with ``(u, v) = A^-1 (x, y)``:
 
   .. code-block:: text
 
@@ -35,19 +35,16 @@ Everything is float32; results agree with the host build of the CUDA math to flo
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from warpcam.kernels import crop as _crop
-from warpcam.kernels import cuda as _src
+from warpcam.core.geometry import invert_affine
 from warpcam.core.types import WarpJob
-
-
-def _inverse_affine(a: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(np.vstack([a, [0.0, 0.0, 1.0]]))[:2]
+from warpcam.kernels import crop as _crop
+from warpcam.kernels.base import Compositor, job_box
 
 
 def _sample(field: torch.Tensor, x: torch.Tensor, y: torch.Tensor, padding: str) -> torch.Tensor:
@@ -66,7 +63,7 @@ def _sample(field: torch.Tensor, x: torch.Tensor, y: torch.Tensor, padding: str)
     return F.grid_sample(field, grid, mode="bilinear", padding_mode=padding, align_corners=True)
 
 
-class TorchCompositor:
+class TorchCompositor(Compositor):
     """``grid_sample`` compositor and ROI cropper on a torch device (the reference backend).
 
     Args:
@@ -124,12 +121,12 @@ class TorchCompositor:
         return t[..., None] if t.ndim == 2 else t  # h x w x C
 
     def _apply(self, src: torch.Tensor, out: torch.Tensor, job: WarpJob) -> None:
-        box = _src.job_box(job, out.shape)  # frame_bbox, shrunk to where alpha can be > 0
+        box = job_box(job, out.shape)  # frame_bbox, shrunk to where alpha can be > 0
         if box is None:
             return
         x0, y0, x1, y1 = box
         dev = self.device
-        inv = _inverse_affine(job.crop_to_frame)
+        inv = invert_affine(job.crop_to_frame)
         a = job.crop_to_frame
         xs = torch.arange(x0, x1, dtype=torch.float32, device=dev)[None, :]
         ys = torch.arange(y0, y1, dtype=torch.float32, device=dev)[:, None]
@@ -150,7 +147,7 @@ class TorchCompositor:
         es = _sample(torch.cat(edge, -1).permute(2, 0, 1)[None], u, v, "border")[0]
 
         alpha = zs[0]
-        # A (u + f) = (x, y) + A_lin f, exact in (x, y) (as the CUDA math and warpcam.kernels.cpu do).
+        # A (u + f) = (x, y) + A_lin f, exact in (x, y) (as the CUDA math and kernels.cpu do).
         mx = (xs + (float(a[0, 0]) * es[0] + float(a[0, 1]) * es[1]))[None]
         my = (ys + (float(a[1, 0]) * es[0] + float(a[1, 1]) * es[1]))[None]
         warped = _sample(src, mx, my, "border")[0]  # (3, bh, bw) BGR
@@ -212,10 +209,3 @@ class TorchCompositor:
             crops = _sample(rgb.expand(n, -1, -1, -1), x, y, padding)
             outs.append((crops * scale + bias).to(out_dtype).contiguous())
         return outs
-
-    def crop_rois(self, frame, affines, size, mean=0.0, std=1.0, dtype=torch.float32,
-                  flip: Optional[object] = None, border: str = "replicate") -> torch.Tensor:
-        """Crop, normalise and batch ROIs (see :func:`warpcam.kernels.crop.crop_rois` for the maths and
-        arguments); returns an ``(N, 3, h, w)`` tensor on the device."""
-        return self.crop_groups(frame, [_crop.CropSpec(affines, size, mean, std, flip, border)],
-                                dtype)[0]

@@ -27,6 +27,7 @@ import pytest
 
 from warpcam.kernels.cpu import CpuCompositor
 from warpcam.kernels.torch_backend import TorchCompositor
+from warpcam.core.geometry import roi_affine
 from warpcam.core.types import WarpJob
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -95,13 +96,10 @@ FRAMES = {"random": lambda: random_frame(3), "astronaut": astronaut, "video": vi
 
 # --------------------------------------------------------------------------- job builders
 def affine(cx, cy, size, span, angle=0.0):
-    """Crop -> frame affine: an ``size`` (h, w) crop centred on (cx, cy), ``span`` px wide."""
+    """Crop -> frame affine: an ``size`` (h, w) crop centred on (cx, cy), ``span`` px wide, the
+    same scale on both axes, rotated by ``angle`` degrees (the one ``roi_affine``)."""
     h, w = size
-    s = span / w
-    t = np.deg2rad(angle)
-    c, n = s * np.cos(t), s * np.sin(t)
-    uc, vc = (w - 1) / 2, (h - 1) / 2
-    return np.array([[c, -n, cx - (c * uc - n * vc)], [n, c, cy - (n * uc + c * vc)]])
+    return roi_affine((cx, cy), np.deg2rad(angle), span, span * h / w, w, h)
 
 
 def smooth(rng, shape, sigma, amp):

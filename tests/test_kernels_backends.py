@@ -18,10 +18,14 @@ import numpy as np
 import pytest
 
 from warpcam import kernels
-from warpcam.kernels import BackendError, get_compositor
+from warpcam.kernels import BACKENDS, BackendError, backend_names, get_compositor
+from warpcam.kernels import crop as kcrop
 from warpcam.kernels import cuda as kcuda
+from warpcam.kernels.base import Compositor
 from warpcam.kernels.cpu import CpuCompositor
 from warpcam.kernels.torch_backend import TorchCompositor
+
+from tests import realdata
 
 
 def _real_cupy_gpu() -> bool:
@@ -57,9 +61,117 @@ def test_unknown_backend():
         get_compositor("opengl")
 
 
+# --------------------------------------------------------------------------- registry
+def _check_backend_class(name, cls):
+    assert issubclass(cls, Compositor), name
+    assert cls.name == name
+    ok = cls.available()
+    assert isinstance(ok, bool)
+    why = cls.why_unavailable()
+    assert isinstance(why, str) and "\n" not in why
+    assert (why == "") == ok, (name, why)
+
+
+def test_every_registered_backend_subclasses_compositor():
+    assert list(BACKENDS) == ["cpu", "torch", "cuda"]
+    for name, load in BACKENDS.items():
+        try:
+            cls = load()
+        except BackendError as exc:  # cuda without CuPy: a one-line reason
+            assert name == "cuda" and "\n" not in str(exc)
+            continue
+        _check_backend_class(name, cls)
+    for comp in (get_compositor("cpu"), get_compositor("torch"), get_compositor("auto")):
+        assert isinstance(comp, Compositor) and comp.name in BACKENDS
+
+
+def test_registry_and_backend_names_agree():
+    assert backend_names() == ("auto",) + tuple(BACKENDS) == ("auto", "cpu", "torch", "cuda")
+    # The CLI's --backend choices are read from the registry.
+    from warpcam.realtime.cli import build_parser
+
+    action = next(a for a in build_parser()._actions if "--backend" in a.option_strings)
+    assert tuple(action.choices) == backend_names()
+
+
+def test_explicit_unavailable_backend_reports_why(monkeypatch):
+    cls = BACKENDS["torch"]()
+    monkeypatch.setattr(cls, "available", classmethod(lambda c: False))
+    monkeypatch.setattr(cls, "why_unavailable", classmethod(lambda c: "--backend torch: none"))
+    with pytest.raises(BackendError, match="^--backend torch: none$"):
+        get_compositor("torch")
+
+
+# --------------------------------------------------------------------------- crop service
+REAL_PHOTO = realdata.REAL / "images" / "mediapipe" / "business-person.png"
+
+
+@pytest.fixture(scope="module")
+def real_face(static_tracker):
+    """A real face photo (BGR) and the network crops of its eyes (core.eyes.eye_crop) plus a
+    face box, as the effects request them."""
+    import cv2
+
+    from warpcam.core.eyes import eye_crop
+    from warpcam.core.geometry import roi_affine
+
+    if not REAL_PHOTO.exists():
+        pytest.skip(f"real face photo {REAL_PHOTO} not present (../shared/data/real is "
+                    "evaluation material beside the checkout)")
+    img = np.ascontiguousarray(cv2.imread(str(REAL_PHOTO)))
+    faces = static_tracker.track(img)
+    assert faces, "no face tracked in the real photo"
+    pts = faces[0].landmarks
+    eyes = [eye_crop(pts, side) for side in ("right", "left")]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    face = roi_affine((lo + hi) / 2, np.deg2rad(faces[0].roll), 1.2 * (hi - lo).max(),
+                      1.2 * (hi - lo).max(), 128, 128)
+    specs = [kcrop.CropSpec(np.array([e[0] for e in eyes]), (41, 51), 0.5, 0.5,
+                            flip=[e[1] for e in eyes]),
+             kcrop.CropSpec(face[None], (128, 128), (0.5, 0.45, 0.4), (0.5, 0.25, 0.2),
+                            border="constant")]
+    return img, specs
+
+
+def test_cpu_crop_service_is_the_crop_module(real_face):
+    img, specs = real_face
+    comp = get_compositor("cpu")
+    for dtype in (np.float32, np.float16):
+        for s in specs:
+            got = comp.crop_rois(img, s.affines, s.size, s.mean, s.std, dtype, s.flip, s.border)
+            want = kcrop.crop_rois(img, s.affines, s.size, s.mean, s.std, dtype, s.flip, s.border)
+            assert type(got) is np.ndarray and got.dtype == dtype
+            np.testing.assert_array_equal(got, want)
+        for g, w in zip(comp.crop_groups(img, specs, dtype), kcrop.crop_groups(img, specs, dtype)):
+            np.testing.assert_array_equal(g, w)
+    assert comp.crops_to_numpy(got) is got
+
+
+def test_cpu_and_torch_crops_agree_within_one_grey_level(real_face):
+    import torch
+
+    img, specs = real_face
+    cpu, tch = get_compositor("cpu"), get_compositor("torch")
+    got_cpu = cpu.crop_groups(img, specs)
+    got_torch = tch.crop_groups(img, specs)
+    assert all(isinstance(t, torch.Tensor) for t in got_torch)
+    for s, a, b in zip(specs, got_cpu, tch.crops_to_numpy(got_torch)):
+        assert a.shape == b.shape == (len(s.affines), 3) + tuple(s.size)
+        std = np.broadcast_to(np.asarray(s.std, np.float64), (3,))[None, :, None, None]
+        levels = np.abs(a.astype(np.float64) - b) * 255.0 * std
+        # The bar of test_kernels_crop: OpenCV rounds its sample positions to 1/32 pixel and
+        # its samples to uint8, which only the sharpest edges feel beyond one level.
+        assert (levels <= 1.0).mean() >= 0.99, (levels <= 1.0).mean()
+        assert levels.mean() < 0.35 and levels.max() < 6, (levels.mean(), levels.max())
+    # the single-batch entry point is the same service
+    one = tch.crop_rois(img, specs[0].affines, (41, 51), 0.5, 0.5, flip=specs[0].flip)
+    assert torch.equal(one, got_torch[0])
+    assert cpu.crops_to_torch(got_cpu)[0].dtype == torch.float32
+
+
 # --------------------------------------------------------------------------- fake CuPy
 class FakeCuPy:
-    """Just enough of ``cupy``/``cupyx`` for warpcam.kernels.cuda_backend, on numpy + the host build."""
+    """Just enough of ``cupy``/``cupyx`` for kernels/cuda_backend.py, on numpy + the host build."""
 
     def __init__(self, host, devices=1):
         self.host = host
@@ -303,6 +415,75 @@ def test_fake_cuda_crop_one_launch(fake_cuda):
     one = comp.crop_rois(frame, a[:2], (41, 51), 0.5, 0.5)
     np.testing.assert_array_equal(np.asarray(one), fake.host.crop_rois(frame, a[:2], (41, 51),
                                                                        0.5, 0.5))
+
+
+def test_fake_cuda_is_a_registered_compositor(fake_cuda):
+    fake, mod = fake_cuda
+    cls = BACKENDS["cuda"]()
+    assert cls is mod.CudaCompositor
+    _check_backend_class("cuda", cls)
+    fake.devices = 0
+    assert not cls.available() and cls.why_unavailable() == mod.NO_GPU
+
+
+def test_fake_cuda_crop_and_composite_share_one_upload(fake_cuda):
+    import torch
+
+    from tests.test_kernels_agreement import astronaut, scenario
+
+    fake, mod = fake_cuda
+    comp = mod.CudaCompositor()
+    frame = astronaut()
+    jobs = scenario("mixed", frame, seed=3)
+    rng = np.random.default_rng(1)
+    a = np.array([[[1.2, 0.1, x], [-0.1, 1.2, y]] for x, y in rng.uniform(0, 400, (3, 2))])
+    specs = [kcrop.CropSpec(a, (41, 51), 0.5, 0.5)]
+
+    def h2d():
+        return sum(k == "h2d" for k, _ in fake.copies)
+
+    # Without a scope each call uploads the frame (plus one table each).
+    fake.copies.clear()
+    comp.crop_groups(frame, specs)
+    comp.composite(frame, jobs)
+    assert h2d() == 4
+    # In a scope the frame goes up once.
+    fake.copies.clear()
+    with comp.frame(frame):
+        crops = comp.crop_groups(frame, specs)
+        crops2 = comp.crop_groups(frame, specs)
+        out = comp.composite(frame, jobs)
+    assert h2d() == 1 + 3, fake.copies  # frame once, three tables
+    np.testing.assert_array_equal(out, fake.host.composite(frame, jobs))
+    want = fake.host.crop_groups(frame, specs)
+    for c in (crops, crops2):
+        np.testing.assert_array_equal(comp.crops_to_numpy(c)[0], want[0])
+    t = comp.crops_to_torch(crops)[0]
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_array_equal(t.numpy(), want[0])
+    # Another frame uploaded inside the scope overwrites the staging buffer: the scope's frame
+    # goes up again, and the results stay right.
+    other = np.ascontiguousarray(frame[::-1])
+    fake.copies.clear()
+    with comp.frame(frame):
+        comp.crop_groups(frame, specs)
+        comp.crop_groups(other, specs)
+        out = comp.composite(frame, jobs)
+    assert h2d() == 3 + 3
+    np.testing.assert_array_equal(out, fake.host.composite(frame, jobs))
+    # An in-place composite ends the sharing: later crops read the new pixels.
+    work = frame.copy()
+    with comp.frame(work):
+        comp.crop_groups(work, specs)
+        comp.composite(work, jobs, inplace=True)
+        after = comp.crops_to_numpy(comp.crop_groups(work, specs))
+    edited = fake.host.composite(frame, jobs)
+    np.testing.assert_array_equal(work, edited)
+    np.testing.assert_array_equal(after[0], fake.host.crop_groups(edited, specs)[0])
+    # After the scope, every call uploads again.
+    fake.copies.clear()
+    comp.crop_groups(frame, specs)
+    assert h2d() == 2
 
 
 def test_fake_cuda_selection(fake_cuda, monkeypatch):

@@ -3,16 +3,17 @@
 The per-pixel math is in ``warp_math.cuh`` (``__host__ __device__``); ``warp_kernels.cu`` holds
 the ``extern "C"`` entry points that CuPy loads (:mod:`warpcam.kernels.cuda_backend`), and
 ``host_loops.cpp`` runs the same thread bodies on the host for the tests
-(:mod:`warpcam.kernels.hostbuild`). This module packs :class:`~warpcam.core.types.WarpJob` lists and crop
-ROIs into the flat tables those functions read, so the CUDA backend and the host build feed the
-math identical bytes.
+(:mod:`warpcam.kernels.hostbuild`). This module packs :class:`~warpcam.core.types.WarpJob`
+lists and crop ROIs into the flat tables those functions read, so the CUDA backend and the host
+build feed the math identical bytes.
 
 Packed layouts (all fields 4 bytes, little endian, no padding):
 
 - ``JOB_DTYPE`` mirrors ``struct WcJob``: affine ``a`` (crop -> frame) and its inverse ``inv``
   as float32 ``2 x 3`` row-major, crop ``h, w``, frame box ``x0, y0, x1, y1`` (exclusive end,
-  :func:`job_box`: ``WarpJob.frame_bbox`` shrunk to where alpha can be > 0), the float offsets
-  of each crop-space field in the shared ``fields`` buffer (``-1`` = absent) and the palette colour (BGR, 0-255).
+  :func:`~warpcam.kernels.base.job_box`: ``WarpJob.frame_bbox`` shrunk to where alpha can be
+  > 0), the float offsets of each crop-space field in the shared ``fields`` buffer (``-1`` =
+  absent) and the palette colour (BGR, 0-255).
 - ``ROI_DTYPE`` mirrors ``struct WcRoi``: affine (crop -> frame, flip folded in), per-channel
   ``scale``/``bias`` in output (RGB) order, crop ``h, w``, the element offset of the ROI's
   ``3 x h x w`` planes in the output, and the frame border mode.
@@ -25,7 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
+from warpcam.core.geometry import invert_affine
 from warpcam.kernels import crop as _crop
+from warpcam.kernels.base import job_box  # noqa: F401  (re-exported: the box the table holds)
 
 SOURCE_DIR = Path(__file__).resolve().parent
 HEADER = SOURCE_DIR / "warp_math.cuh"
@@ -132,7 +135,7 @@ def pack_jobs(jobs: Sequence, frame_shape: tuple) -> PackedJobs:
             continue
         h, w = job.size
         a = np.asarray(job.crop_to_frame, np.float64)
-        inv = np.linalg.inv(np.vstack([a, [0.0, 0.0, 1.0]]))[:2]
+        inv = invert_affine(a)
         row = np.zeros(1, JOB_DTYPE)[0]
         row["a"] = a.reshape(-1)
         row["inv"] = inv.reshape(-1)
@@ -161,33 +164,6 @@ def pack_jobs(jobs: Sequence, frame_shape: tuple) -> PackedJobs:
         table[i] = row
     fields = np.concatenate(parts) if parts else np.zeros(1, np.float32)
     return PackedJobs(table, fields, job_tiles(boxes, H, W))
-
-
-def job_box(job, frame_shape: tuple):
-    """The frame box a job can write: :meth:`WarpJob.frame_bbox` shrunk to the frame image of
-    the crop pixels where ``alpha > 0`` grown by one crop pixel (beyond that, bilinear alpha is
-    exactly 0, so the result is unchanged). ``(x0, y0, x1, y1)`` exclusive end, or ``None``.
-
-    The same shrink as :mod:`warpcam.kernels.cpu`; all backends skip the same pixels.
-    """
-    box = job.frame_bbox(frame_shape)
-    if box is None:
-        return None
-    nz_rows = np.flatnonzero(np.any(job.alpha > 0, axis=1))
-    if nz_rows.size == 0:
-        return None
-    nz_cols = np.flatnonzero(np.any(job.alpha > 0, axis=0))
-    u0, u1 = nz_cols[0] - 1, nz_cols[-1] + 1
-    v0, v1 = nz_rows[0] - 1, nz_rows[-1] + 1
-    corners = np.array([[u0, v0, 1], [u1, v0, 1], [u0, v1, 1], [u1, v1, 1]], np.float64)
-    pts = corners @ np.asarray(job.crop_to_frame, np.float64).T
-    x0 = max(int(np.floor(pts[:, 0].min())), box[0])
-    y0 = max(int(np.floor(pts[:, 1].min())), box[1])
-    x1 = min(int(np.ceil(pts[:, 0].max())) + 1, box[2])
-    y1 = min(int(np.ceil(pts[:, 1].max())) + 1, box[3])
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1, y1
 
 
 def job_tiles(boxes: Sequence[tuple], H: int, W: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 // kernels/hostbuild.py). Every function here is __host__ __device__ so both builds run the very
 // same arithmetic; only the thread-index plumbing differs.
 //
-// Conventions (the WarpJob contract, realtime/types.py):
+// Conventions (the WarpJob contract, warpcam/core/types.py):
 //   - Images are H x W x 3 uint8 BGR, row-major, C-contiguous.
 //   - Pixel centres are at integer coordinates; x to the right, y down.
 //   - A job's affine A maps crop pixel (u, v) to frame pixel (x, y); inv = A^-1.
