@@ -35,12 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(keys: g toggles gaze, [ and ] change the smile, q quits)")
     p.add_argument("--max-faces", type=int, default=1, metavar="N",
                    help="most faces edited per frame (default 1)")
-    try:
-        from warpcam.kernels import backend_names
-        choices = backend_names()
-    except ImportError:  # TEMP until the kernels registry lands
-        choices = ("auto", "cpu", "torch", "cuda")
-    p.add_argument("--backend", choices=choices, default="auto",
+    from warpcam.kernels import backend_names
+    p.add_argument("--backend", choices=backend_names(), default="auto",
                    help="compositor backend (default auto: cuda with a GPU, else cpu)")
     p.add_argument("--width", type=int, default=1280, help="webcam capture width")
     p.add_argument("--height", type=int, default=720, help="webcam capture height")
@@ -163,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["calibrate"] or "--calibrate" in argv:
         # Training code, imported only for this sub-command (the frame path never needs it).
-        from warpcam.training.gaze.calibrate import main as calibrate
+        from warpcam.realtime.calibrate import main as calibrate
         return calibrate([a for a in argv if a not in ("calibrate", "--calibrate")])
     parser = build_parser()
     args = parser.parse_args(argv)
