@@ -7,6 +7,7 @@ instead of growing a queue.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -179,24 +180,28 @@ class Pipeline:
         return img, faces, t
 
     def render(self, img: np.ndarray, faces: List[Face], t: float) -> tuple:
-        """Effects and composite stages: ``(output image, jobs)``."""
-        t1 = time.perf_counter()
-        jobs: List[WarpJob] = []
-        if faces:
-            crops = FrameCrops(self.compositor, img)
-            for effect in self.effects:
-                te = time.perf_counter()
-                jobs += effect.jobs(img, faces, t, crops)
-                self.timer.add(f"effect.{effect.name}", time.perf_counter() - te)
-            jobs = self._finite(jobs)
-        t2 = time.perf_counter()
-        if not jobs:
-            out = img
-        elif self.inplace:
-            out = self.compositor.composite(img, jobs, inplace=True)
-        else:
-            out = self.compositor.composite(img, jobs)
-        t3 = time.perf_counter()
+        """Effects and composite stages: ``(output image, jobs)``. The effects' crops and the
+        composite of the frame share one upload of it on a device backend
+        (:meth:`warpcam.kernels.base.Compositor.frame`)."""
+        scope = getattr(self.compositor, "frame", None)
+        with (scope(img) if scope is not None else contextlib.nullcontext()):
+            t1 = time.perf_counter()
+            jobs: List[WarpJob] = []
+            if faces:
+                crops = FrameCrops(self.compositor, img)
+                for effect in self.effects:
+                    te = time.perf_counter()
+                    jobs += effect.jobs(img, faces, t, crops)
+                    self.timer.add(f"effect.{effect.name}", time.perf_counter() - te)
+                jobs = self._finite(jobs)
+            t2 = time.perf_counter()
+            if not jobs:
+                out = img
+            elif self.inplace:
+                out = self.compositor.composite(img, jobs, inplace=True)
+            else:
+                out = self.compositor.composite(img, jobs)
+            t3 = time.perf_counter()
         self.timer.add("effects", t2 - t1)
         self.timer.add("composite", t3 - t2)
         self.frames += 1

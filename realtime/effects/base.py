@@ -207,34 +207,39 @@ class FrameCrops:
 
     ``crops(affines, size, mean=0, std=1, flip=None, border="replicate")`` returns the ROIs of
     this frame as an ``(N, 3, h, w)`` float32 RGB batch normalised as
-    :func:`warpcam.kernels.crop.crop_rois` documents (numpy for the ``cpu`` backend, a torch
-    tensor for ``torch`` and ``cuda``), through the selected compositor backend.
+    :func:`warpcam.kernels.crop.crop_rois` documents, through the selected compositor backend
+    (:class:`warpcam.kernels.base.Compositor`): numpy for ``cpu``, torch tensors for ``torch``,
+    CuPy arrays for ``cuda``. :meth:`numpy` and :meth:`tensor` convert them (waiting for the
+    device where needed); :meth:`tensor` is what a network takes (no copy on the GPU).
+
+    Args:
+        compositor: the pipeline's backend; ``None`` means the CPU reference crop.
+        image: the frame, ``H x W x 3`` uint8 BGR.
     """
 
     def __init__(self, compositor, image: np.ndarray):
+        if compositor is None:
+            from warpcam.kernels.cpu import CpuCompositor
+            compositor = CpuCompositor()
         self.compositor = compositor
         self.image = image
         self.calls = 0
 
     def __call__(self, affines, size, mean=0.0, std=1.0, flip=None, border: str = "replicate"):
         self.calls += 1
-        fn = getattr(self.compositor, "crop_rois", None)
-        if fn is None:  # a compositor without the crop service: the CPU reference
-            from warpcam.kernels.crop import crop_rois as fn
-            return fn(self.image, affines, size, mean, std, flip=flip, border=border)
-        return fn(self.image, affines, size, mean, std, flip=flip, border=border)
+        return self.compositor.crop_rois(self.image, affines, size, mean, std, flip=flip,
+                                         border=border)
 
     def numpy(self, affines, size, mean=0.0, std=1.0, flip=None, border: str = "replicate"
               ) -> np.ndarray:
-        """:meth:`__call__` as a float32 numpy array (copied off the device if need be)."""
-        out = self(affines, size, mean, std, flip=flip, border=border)
-        if isinstance(out, np.ndarray):
-            return out
-        if hasattr(out, "detach"):  # torch
-            return out.detach().float().cpu().numpy()
-        if hasattr(out, "get"):  # CuPy
-            return np.asarray(out.get(), np.float32)
-        return np.asarray(out, np.float32)
+        """:meth:`__call__` as a float32 numpy array on the host."""
+        return self.compositor.crops_to_numpy(self(affines, size, mean, std, flip, border))
+
+    def tensor(self, affines, size, mean=0.0, std=1.0, flip=None, border: str = "replicate"):
+        """:meth:`__call__` for a network: numpy on the CPU backend, else a torch tensor on the
+        backend's device (shared, ordered after the crop launch)."""
+        out = self(affines, size, mean, std, flip, border)
+        return out if isinstance(out, np.ndarray) else self.compositor.crops_to_torch(out)
 
 
 class Effect:

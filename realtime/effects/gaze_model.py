@@ -95,7 +95,7 @@ class ModelEyeWarp:
                 todo.append(i)
         if todo:
             sel = [pending[i] for i in todo]
-            batch = crops(np.stack([p.A for p in sel]), (EYE_CROP_H, EYE_CROP_W), 0.0, 1.0,
+            batch = crops.tensor(np.stack([p.A for p in sel]), (EYE_CROP_H, EYE_CROP_W), 0.0, 1.0,
                           flip=[p.flip for p in sel])
             flow, wts, palette = self.model(batch, np.stack([p.angle_in for p in sel]),
                                             np.stack([p.anchors for p in sel]))
