@@ -12,6 +12,11 @@ from typing import List, Optional
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
+#: ``warpcam NAME ...`` runs ``main(argv)`` of the module (imported only then).
+SUBCOMMANDS = {
+    "analyze": "warpcam.realtime.analyze",  # AU / pose / gaze CSV per frame (OpenFace columns)
+}
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (``warpcam: error: ...``) and exit status 2."""
@@ -157,6 +162,9 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in SUBCOMMANDS:  # loaded only when asked for
+        import importlib
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     if argv[:1] == ["calibrate"] or "--calibrate" in argv:
         # Training code, imported only for this sub-command (the frame path never needs it).
         from warpcam.realtime.calibrate import main as calibrate
