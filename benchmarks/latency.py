@@ -17,8 +17,8 @@ pipeline to tracking alone (p50 per frame); writes everything to a JSON file
 **Live mode** (``--live``): the latency a person on a call sees. The decoded frames are served
 by a fake camera at ``--fps`` (30) on a fixed schedule (a frame the grabber does not fetch
 before the next one is due is lost, as with a 1-frame driver buffer), through the whole live path
-of the CLI: :class:`~warpcam.realtime.sources.WebcamSource` grabber thread, the
-:class:`~warpcam.realtime.sources.ReconnectingSource` wrapper, the pipeline's tracking thread, effects,
+of the CLI: :class:`~warpcam.realtime.io.WebcamSource` grabber thread, the
+:class:`~warpcam.realtime.io.ReconnectingSource` wrapper, the pipeline's tracking thread, effects,
 composite, and a sink of the camera's size. Per frame it measures the time from the frame
 becoming available (its slot in the camera schedule) to the sink finishing with it, and counts
 every camera frame that never reached the sink. Conditions: ``plumbing`` (no tracker, no
@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -82,9 +81,9 @@ def main(argv=None) -> dict:
     from warpcam.realtime.effects.gaze import GazeSettings
     from warpcam.realtime.effects import build_effects
     from warpcam.realtime.pipeline import Pipeline, StageTimer
-    from warpcam.realtime.sinks import NullSink
+    from warpcam.realtime.io import NullSink
     from warpcam.realtime.effects.smile import SmileSettings
-    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.io import VideoFileSource
     from warpcam.realtime.tracker import FaceTracker
 
     frames, decode = [], []
@@ -188,7 +187,7 @@ class PacedCapture:
     returns the newest frame already available, waiting for the next one when it has none; the
     frames that became available and were replaced before a read took them are lost (a camera
     with a 1-frame driver buffer). ``served`` records, for each successful read (the
-    :class:`~warpcam.realtime.sources.WebcamSource` sequence number), the camera frame number and the
+    :class:`~warpcam.realtime.io.WebcamSource` sequence number), the camera frame number and the
     moment it became available.
     """
 
@@ -234,8 +233,8 @@ class PacedCapture:
 
 def _timing_sink(width, height, done_when):
     """A live sink of the camera's size that stamps when it is done with each frame and asks
-    the pipeline to stop (key ``q``) once ``done_when()`` is true."""
-    from warpcam.realtime.sinks import NullSink
+    the pipeline to stop (``frame_done`` returns False) once ``done_when()`` is true."""
+    from warpcam.realtime.io import NullSink
 
     class _TimingSink(NullSink):
         def __init__(self):
@@ -249,8 +248,8 @@ def _timing_sink(width, height, done_when):
         def _write(self, frame, image):
             self.done.append((frame.index, getattr(frame, "status", None), time.perf_counter()))
 
-        def poll_key(self):
-            return "q" if done_when() else None
+        def frame_done(self, pipeline):
+            return not done_when()  # False stops the run (like the preview's key q)
 
     return _TimingSink()
 
@@ -261,7 +260,7 @@ def _live_condition(name, images, a, width, height):
     from warpcam.realtime.effects import build_effects
     from warpcam.realtime.pipeline import Pipeline, StageTimer
     from warpcam.realtime.effects.smile import SmileSettings
-    from warpcam.realtime.sources import ReconnectingSource, WebcamSource
+    from warpcam.realtime.io import ReconnectingSource, WebcamSource
     from warpcam.realtime.tracker import FaceTracker
 
     class _NoTracker:
@@ -344,7 +343,7 @@ def _live_condition(name, images, a, width, height):
 
 def live_main(a) -> dict:
     """``--live``: see the module docstring."""
-    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.io import VideoFileSource
 
     images = []
     with VideoFileSource(a.input) as src:

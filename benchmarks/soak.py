@@ -5,7 +5,7 @@ per-frame latency.
     python -m benchmarks.soak --frames 2000 --every 200 --warmup 400     # a short run
 
 The input (default ``../shared/data/real/videos/two_faces_1280x720.mp4``, two faces at 720p) is
-decoded again on every loop (a fresh :class:`~warpcam.realtime.sources.VideoFileSource` pass each time, so
+decoded again on every loop (a fresh :class:`~warpcam.realtime.io.VideoFileSource` pass each time, so
 decoder leaks count too), with frame indices and timestamps continuing across loops. Frames go
 through :meth:`warpcam.realtime.pipeline.Pipeline.run` exactly as the CLI runs them (threaded tracking,
 gaze ``--gaze-pitch`` and smile ``--smile`` effects, CPU compositor, in place) into a null sink,
@@ -65,7 +65,7 @@ class LoopedVideo:
     is_live = False
 
     def __init__(self, path, frames: int):
-        from warpcam.realtime.sources import VideoFileSource
+        from warpcam.realtime.io import VideoFileSource
 
         self.path, self.total = Path(path), int(frames)
         with VideoFileSource(self.path) as probe:
@@ -77,7 +77,7 @@ class LoopedVideo:
     def __iter__(self):
         import dataclasses
 
-        from warpcam.realtime.sources import VideoFileSource
+        from warpcam.realtime.io import VideoFileSource
 
         n, offset = 0, 0.0
         while n < self.total:
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
     from warpcam.realtime.effects.gaze import GazeSettings
     from warpcam.realtime.effects import build_effects
     from warpcam.realtime.pipeline import Pipeline, StageTimer
-    from warpcam.realtime.sinks import NullSink, VideoFileSink
+    from warpcam.realtime.io import NullSink, VideoFileSink
     from warpcam.realtime.effects.smile import SmileSettings
     from warpcam.realtime.tracker import FaceTracker
 

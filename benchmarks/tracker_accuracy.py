@@ -263,7 +263,7 @@ def eval_jitter() -> dict:
         res["synthetic_still"]["inter_ocular_px"] = d
     clip = REAL / "videos" / "eyes_left_right_wink_512.mp4"
     if clip.exists():
-        from warpcam.realtime.sources import VideoFileSource
+        from warpcam.realtime.io import VideoFileSource
 
         with VideoFileSource(clip) as src:
             frames = [f.image for f, _ in zip(src, range(25))]

@@ -31,9 +31,9 @@ from warpcam.core import landmarks as lm
 from warpcam.realtime.effects.gaze import GazeSettings
 from warpcam.realtime.effects import build_effects
 from warpcam.realtime.pipeline import Pipeline
-from warpcam.realtime.sinks import VideoFileSink
+from warpcam.realtime.io import VideoFileSink
 from warpcam.realtime.effects.smile import SmileSettings
-from warpcam.realtime.sources import VideoFileSource
+from warpcam.realtime.io import VideoFileSource
 from warpcam.realtime.tracker import FaceTracker
 from warpcam.core.types import Frame
 from tests.helpers import job_mask

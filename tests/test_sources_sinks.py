@@ -1,4 +1,5 @@
-"""Sources and sinks on real data: decode, round trip with audio, failure handling, webcams.
+"""Sources and sinks on real data: decode, round trip with audio, failure handling, webcams;
+the "newest frame wins" slot; the preview's HUD and keys.
 
 The real videos live beside the checkout in ``../shared/data/real/videos`` (never copied into the
 repository); tests that need them skip when that folder is absent. Outputs go to ``tmp_path``.
@@ -19,25 +20,27 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from warpcam.realtime.sinks import (  # noqa: E402
+from warpcam.realtime.io import (  # noqa: E402
     ImageSink,
+    ImageSource,
+    LatestSlot,
     NullSink,
     PreviewSink,
     SinkError,
+    SlotClosed,
+    SourceError,
     TeeSink,
     VideoFileSink,
-    VirtualCameraSink,
-    draw_hud,
-    hud_box,
-    open_sink,
-    temp_path_for,
-)
-from warpcam.realtime.sources import (  # noqa: E402
-    ImageSource,
-    SourceError,
     VideoFileSource,
+    VirtualCameraSink,
     WebcamSource,
+    draw_hud,
+    handle_key,
+    hud_box,
+    hud_lines,
+    open_sink,
     open_source,
+    temp_path_for,
     to_bgr8,
 )
 from warpcam.core.types import Frame  # noqa: E402
@@ -575,3 +578,277 @@ def test_draw_hud_changes_only_its_box():
     assert np.array_equal(draw_hud(img, []), img)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         draw_hud(img[..., 0], lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# LatestSlot: the one "newest frame wins" hand-over between threads
+# ------------------------------------------------------------------------------------------------
+
+def test_latest_slot_newest_wins_and_counts_drops():
+    slot = LatestSlot()
+    assert slot.take(timeout=0) is None and slot.seq == -1 and slot.taken_seq == -1
+    assert slot.put("a") is False
+    assert slot.put("b") is True                      # "a" was never taken: dropped
+    assert slot.take(timeout=0, with_seq=True) == (1, "b")
+    assert slot.dropped == 1 and slot.taken_seq == 1 and not slot.pending
+    assert slot.take(timeout=0.01) is None             # nothing new since
+    assert slot.put("c") is False                      # "b" was taken: not a drop
+    assert slot.peek(timeout=0) == "c" and slot.pending  # peek leaves it untaken ...
+    assert slot.put("d") is True and slot.dropped == 2   # ... so replacing it is a drop
+    assert slot.take() == "d" and slot.seq == 3
+    with pytest.raises(ValueError, match="None"):
+        slot.put(None)
+
+
+def test_latest_slot_close_delivers_the_last_item_then_ends():
+    slot = LatestSlot()
+    slot.put(1)
+    slot.close()
+    assert slot.put(2) is False and slot.closed        # after close: ignored
+    assert slot.take() == 1                            # put before close: still delivered
+    with pytest.raises(SlotClosed):
+        slot.take()
+    with pytest.raises(SlotClosed):
+        slot.peek(timeout=0)
+    failed = LatestSlot()
+    failed.put("x")
+    failed.close(RuntimeError("tracker failed"))
+    failed.close()                                     # the first close wins
+    assert failed.take() == "x"
+    with pytest.raises(RuntimeError, match="tracker failed"):
+        failed.take(timeout=1)
+
+
+def test_latest_slot_waits_wake_on_put_and_close_and_time_out():
+    slot = LatestSlot()
+    threading.Timer(0.05, slot.put, args=("late",)).start()
+    t0 = time.monotonic()
+    assert slot.take(timeout=5) == "late" and time.monotonic() - t0 < 2
+    threading.Timer(0.05, slot.close).start()
+    t0 = time.monotonic()
+    with pytest.raises(SlotClosed):
+        slot.take()                                    # no timeout: the close wakes it
+    assert time.monotonic() - t0 < 2
+    t0 = time.monotonic()
+    assert LatestSlot().take(timeout=0.05) is None and time.monotonic() - t0 >= 0.04
+
+
+def test_latest_slot_between_threads_loses_nothing_but_counted_drops():
+    slot = LatestSlot()
+    n = 3000
+
+    def produce():
+        for i in range(n):
+            slot.put(i)
+            if i % 7 == 0:
+                time.sleep(0)
+        slot.close()
+
+    th = threading.Thread(target=produce)
+    th.start()
+    got = []
+    while True:
+        try:
+            seq, item = slot.take(timeout=5, with_seq=True)
+        except SlotClosed:
+            break
+        assert seq == item                             # numbered in put order
+        got.append(item)
+    th.join()
+    assert got == sorted(set(got)) and got[-1] == n - 1   # in order, newest last
+    assert len(got) + slot.dropped == n                   # every item taken or counted
+
+
+def test_latest_slot_shares_a_condition():
+    cv = threading.Condition()
+    slot = LatestSlot(cv)
+    assert slot.cond is cv
+    with cv:                                           # re-entrant: usable under the lock
+        slot.put("a")
+        assert slot.take(timeout=0) == "a" and slot.take(timeout=0) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Preview: HUD lines and keys (warpcam.realtime.io.preview), on fake pipelines
+# ------------------------------------------------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+from warpcam.realtime.effects.base import Effect, EffectSpec, LiveSettings, setting  # noqa: E402
+from warpcam.realtime.pipeline import StageTimer  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    on: bool = setting(True, help="toy switch")
+    amount: float = setting(0.5, help="toy amount", lo=-1.0, hi=1.0, step=0.1)
+    count: int = setting(2, help="toy count", lo=0, hi=3)
+
+
+class ToyEffect(Effect):
+    name = "toy"
+
+    def jobs(self, frame, faces, t, crops):
+        return []
+
+    def hud(self) -> str:
+        s = self.settings.get()
+        return f"toy {'on' if s.on else 'off'} {s.amount:+.1f} x{s.count}"
+
+
+TOY_SPEC = EffectSpec(name="toy", settings_cls=ToySettings,
+                      factory=lambda live, options: ToyEffect(live),
+                      hud_keys=(("t", "on", None), ("]", "amount", 0.1), ("[", "amount", -0.1),
+                                ("+", "count", 1)))
+
+
+def toy_pipeline(frames=1, **settings):
+    effect = ToyEffect(LiveSettings(ToySettings(**settings)))
+    effect.spec = TOY_SPEC
+    return SimpleNamespace(effects=[effect], timer=StageTimer(), frames=frames), effect
+
+
+def builtin_effects(pitch=10.0, smile=0.5):
+    from warpcam.realtime.effects import build_effects
+    from warpcam.realtime.effects.gaze import GazeSettings
+    from warpcam.realtime.effects.smile import SmileSettings
+
+    return build_effects(gaze=GazeSettings(pitch_deg=pitch), smile=SmileSettings(smile))
+
+
+def fake_pipeline(effects, frames=1):
+    return SimpleNamespace(effects=effects, timer=StageTimer(), frames=frames)
+
+
+def keyed_preview(monkeypatch, keys=()):
+    """A PreviewSink that needs no display; its ``poll_key`` returns ``keys`` in order."""
+    import warpcam.realtime.io.preview as preview
+
+    monkeypatch.setattr(preview, "_display_problem", lambda: None)
+    sink = PreviewSink()
+    queue = list(keys)
+    sink.poll_key = lambda: queue.pop(0) if queue else None
+    hud = []
+    sink.set_hud_lines = lambda lines: hud.append(list(lines))
+    return sink, hud
+
+
+def test_handle_key_toggles_steps_clips_and_quits():
+    p, toy = toy_pipeline(amount=0.95, count=2)
+    assert handle_key("t", p) is True and toy.settings.get().on is False
+    assert handle_key("t", p) is True and toy.settings.get().on is True
+    assert handle_key("]", p) is True and toy.settings.get().amount == 1.0   # clipped at hi
+    assert handle_key("+", p) is True and toy.settings.get().count == 3
+    assert handle_key("+", p) is True and toy.settings.get().count == 3      # int, clipped
+    assert isinstance(toy.settings.get().count, int)
+    version = toy.settings.version
+    assert handle_key("x", p) is True and handle_key(None, p) is True        # nothing changes
+    assert toy.settings.version == version
+    assert handle_key("q", p) is False
+    effect_without_keys = ToyEffect(LiveSettings(ToySettings()))
+    effect_without_keys.spec = EffectSpec(name="toy", settings_cls=ToySettings,
+                                          factory=TOY_SPEC.factory)
+    assert handle_key("t", fake_pipeline([effect_without_keys])) is True
+    assert effect_without_keys.settings.get().on is True
+
+
+def test_hotkeys_toggle_gaze_change_smile_and_quit(static_tracker, astronaut, monkeypatch):
+    """The old ``Pipeline._handle_keys`` cases, now through ``PreviewSink.frame_done``."""
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.pipeline import Pipeline
+
+    p = Pipeline(static_tracker, CpuCompositor(), builtin_effects(pitch=10.0, smile=0.5))
+    gaze, smile = p.settings["gaze"], p.settings["smile"]
+    sink, _ = keyed_preview(monkeypatch, keys=["g", "]", "]", "[", "x", None, "q"])
+    done = lambda: sink.frame_done(p)  # noqa: E731
+    assert done() is True and gaze.get().enabled is False
+    assert done() is True and smile.get().strength == pytest.approx(0.6)
+    assert done() is True and smile.get().strength == pytest.approx(0.7)
+    assert done() is True and smile.get().strength == pytest.approx(0.6)
+    assert done() is True                               # unknown key: nothing changes
+    assert smile.get().strength == pytest.approx(0.6) and not gaze.get().enabled
+    assert done() is True                               # no key
+    assert done() is False                              # q quits
+    # The changed settings reach the effects on the next frame: no eye jobs, a mouth job at 0.6.
+    out, faces, jobs = p.process(Frame(astronaut.copy(), 0))
+    assert [j.kind for j in jobs] == ["mouth"]
+    assert jobs[0].meta["strength"] == pytest.approx(0.6, abs=0.05)
+    assert handle_key("g", p) is True and gaze.get().enabled is True
+
+
+def test_hotkeys_clamp_the_smile_to_plus_minus_one():
+    p = fake_pipeline(builtin_effects(smile=0.95))
+    smile = next(e for e in p.effects if e.name == "smile").settings
+    handle_key("]", p)
+    assert smile.get().strength == 1.0
+    handle_key("]", p)
+    assert smile.get().strength == 1.0
+    smile.update(strength=-0.95)
+    for _ in range(3):
+        handle_key("[", p)
+    assert smile.get().strength == -1.0
+    # Twenty steps up from -1 land exactly on +1 (no float drift like 0.9999999).
+    for _ in range(20):
+        handle_key("]", p)
+    assert smile.get().strength == 1.0
+    for _ in range(10):
+        handle_key("[", p)
+    assert smile.get().strength == 0.0
+
+
+def test_hud_lines_show_fps_stage_medians_and_every_effect():
+    p = fake_pipeline(builtin_effects(smile=0.5))
+    assert hud_lines(p) == ["fps   0.0", "gaze on (landmark)  smile +0.5"]
+    for ms in range(1, 41):  # only the last 30 count: 11..40 ms
+        p.timer.add("total", 0.040)
+        p.timer.add("tracking", ms / 1000.0)
+    lines = hud_lines(p)
+    assert lines[0] == "fps  25.0"
+    assert lines[1] == "tracking   25.5 ms"
+    assert len(lines) == 3 and lines[2] == "gaze on (landmark)  smile +0.5"
+    toy_p, _ = toy_pipeline(on=False, amount=-0.5)
+    assert hud_lines(toy_p)[-1] == "toy off -0.5 x2"
+
+
+def test_preview_frame_done_sends_the_hud_every_15_frames_and_applies_keys(monkeypatch):
+    sink, hud = keyed_preview(monkeypatch, keys=[None, "]", None, "q"])
+    p, toy = toy_pipeline(frames=1)
+    assert sink.frame_done(p) is True and len(hud) == 1       # frame 1: HUD sent
+    assert hud[0][-1] == "toy on +0.5 x2" and hud[0][0].startswith("fps")
+    p.frames = 2
+    assert sink.frame_done(p) is True and len(hud) == 1       # not every frame
+    assert toy.settings.get().amount == 0.6
+    p.frames = 16
+    assert sink.frame_done(p) is True and len(hud) == 2       # frame 16: again
+    assert hud[1][-1] == "toy on +0.6 x2"
+    p.frames = 17
+    assert sink.frame_done(p) is False                        # q quits
+    sink.close()
+
+
+def test_preview_without_a_shown_window_polls_no_key(monkeypatch):
+    import warpcam.realtime.io.preview as preview
+
+    monkeypatch.setattr(preview, "_display_problem", lambda: None)
+    sink = PreviewSink()
+    p, toy = toy_pipeline()
+    assert sink.poll_key() is None and sink.frame_done(p) is True  # no cv2 call before a write
+    sink.close()
+
+
+def test_tee_frame_done_reaches_every_member_and_stops_on_any(monkeypatch):
+    preview, hud = keyed_preview(monkeypatch, keys=["t", "q"])
+    calls = []
+
+    class Counting(NullSink):
+        def frame_done(self, pipeline):
+            calls.append(pipeline.frames)
+            return True
+
+    p, toy = toy_pipeline(frames=1)
+    tee = TeeSink([NullSink(), preview, Counting()])
+    assert tee.frame_done(p) is True and toy.settings.get().on is False and len(hud) == 1
+    assert tee.frame_done(p) is False and calls == [1, 1]   # the member after the preview too
+    assert NullSink().frame_done(p) is True                 # the base: go on
+    tee.close()
