@@ -11,7 +11,8 @@ import torch
 from warpcam.core.eyes import eye_roi
 from warpcam.realtime.effects.gaze import GazeEffect, GazeSettings
 from warpcam.realtime.gaze_model import (CROP_H, CROP_W, DEFAULT_MODEL, GazeModelError,
-                                 _tensorrt_module, eye_crop, load_gaze_model)
+                                         eye_crop, load_gaze_model)
+from warpcam.realtime.runtime import _tensorrt_module
 from warpcam.realtime.effects.gaze_model import ModelEyeWarp
 from warpcam.realtime.tracker import FaceTracker
 from tests.realdata import astronaut_bgr

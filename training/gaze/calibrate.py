@@ -51,10 +51,10 @@ def model_from_pt2(path) -> tuple:
     from warpcam.realtime.gaze_model import load_gaze_model
     from warpcam.training.gaze.model import DeepWarpGaze, GazeNetConfig
 
-    gm = load_gaze_model(path, device="cpu", threads=None)  # checks the file first
-    ep = torch.export.load(str(path))
+    gm = load_gaze_model(path, device="cpu", threads=None)  # checked: nothing is unpickled
     net = DeepWarpGaze(GazeNetConfig(**gm.meta["config"]))
-    sd = {k[len("net."):]: v for k, v in ep.state_dict.items() if k.startswith("net.")}
+    sd = {k[len("net."):]: v for k, v in gm.runtime.program.state_dict.items()
+          if k.startswith("net.")}
     net.load_state_dict(sd)
     return net, gm.meta
 

@@ -8,8 +8,14 @@ angle (N, 2) degrees[, anchors (N, 7, 2)]) -> (flow (N, 2, 41, 51) crop pixels, 
 (N, 1, 41, 51), palette (3,) RGB [0, 1])``, with a dynamic batch dimension. The metadata
 (``warpcam_meta.json``, embedded as an extra file and written beside as ``OUT.json``) holds the
 crop spec, normalisation, angle units and conventions, the network config, the training data,
-steps and time, and the commit. ``warpcam.realtime.gaze_model.load_gaze_model`` reads it back without
-importing ``training/``.
+steps and time, and the commit: an :class:`warpcam.core.artifact.ArtifactMeta`, the one format
+shared with the reader (``warpcam.realtime.runtime.load_model``), which never imports
+``training/``.
+
+Nothing in the archive may need unpickling to load: ``torch.export.save`` pickles tensor
+subclasses (``use_pickle``) and custom objects, so the written file is checked with
+:func:`warpcam.core.artifact.check_archive` and the export fails (nothing written at ``OUT``)
+if the loader would refuse it.
 """
 from __future__ import annotations
 
@@ -21,10 +27,17 @@ from pathlib import Path
 
 import torch
 
-from warpcam.training.gaze.model import CROP_H, CROP_W, DeepWarpGaze, GazeInference, GazeNetConfig
+from warpcam.core import artifact
+from warpcam.core.artifact import META_NAME, ArtifactError, ArtifactMeta  # noqa: F401
+from warpcam.core.eyes import EYE_CROP_H as CROP_H, EYE_CROP_W as CROP_W
+from warpcam.training.gaze.model import DeepWarpGaze, GazeInference, GazeNetConfig
 
-META_NAME = "warpcam_meta.json"
+#: The artifact kind of a DeepWarp gaze model (what the runtime's gaze loader asks for).
 MODEL_KIND = "warpcam.gaze.deepwarp"
+
+
+class ExportError(RuntimeError):
+    """The exported archive would need unpickling (or evaluation) to load: not written."""
 
 
 def model_from_checkpoint(path) -> tuple:
@@ -39,29 +52,44 @@ def model_from_checkpoint(path) -> tuple:
 
 
 def metadata(cfg: GazeNetConfig, ckpt: dict, notes: str = "") -> dict:
+    """The artifact metadata (:meth:`ArtifactMeta.to_dict`) of a gaze network: crop spec,
+    normalisation, conditioning (degrees), outputs, config and training info."""
     extra = ckpt.get("extra", {})
     args = ckpt.get("args", {})
-    return dict(
-        kind=MODEL_KIND, format=1, roi="eye",
-        crop=dict(h=CROP_H, w=CROP_W, rule="centre of the eye contour, 2x corner-to-corner "
-                  "width, height 0.8 of the width, x along the eye axis (warpcam.realtime.gaze "
-                  "GazeCorrector.eye_roi)", flip="subject's left eye mirrored left-right"),
-        input=dict(layout="NCHW", channels="RGB", range=[0.0, 1.0]),
-        conditioning=dict(name="gaze change target - source", order=["pitch", "yaw"],
-                          convention="pitch up positive, yaw toward crop +x positive"),
-        angle_units="degrees",
-        outputs=dict(flow="(N, 2, H, W) backward warp in crop pixels, (x, y)",
-                     lcm_weight="(N, 1, H, W) palette weight",
-                     palette="(3,) RGB in [0, 1]"),
-        config=cfg.to_dict(), training_data=extra.get("data", []),
-        training_sizes=extra.get("data_sizes", []), steps=ckpt.get("step"),
-        epochs=ckpt.get("epoch"), commit=extra.get("commit", "unknown"),
-        seed=args.get("seed"), exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        notes=notes)
+    meta = ArtifactMeta(
+        kind=MODEL_KIND, format=artifact.FORMAT_VERSION, roi="eye", crop_h=CROP_H, crop_w=CROP_W,
+        crop_notes=dict(rule="centre of the eye contour, 2x corner-to-corner width, height 0.8 "
+                        "of the width, x along the eye axis (warpcam.core.eyes.eye_roi)",
+                        flip="subject's left eye mirrored left-right"),
+        input=artifact.InputSpec(layout="NCHW", channels="RGB", range=(0.0, 1.0)),
+        conditioning=artifact.ConditioningSpec(
+            name="gaze change target - source", order=("pitch", "yaw"), units="degrees",
+            convention="pitch up positive, yaw toward crop +x positive"),
+        outputs=(artifact.OutputSpec("flow", "(N, 2, H, W) backward warp in crop pixels, (x, y)"),
+                 artifact.OutputSpec("lcm_weight", "(N, 1, H, W) palette weight"),
+                 artifact.OutputSpec("palette", "(3,) RGB in [0, 1]")),
+        config=cfg.to_dict(),
+        training=artifact.TrainingInfo(
+            data=tuple(extra.get("data", [])), sizes=tuple(extra.get("data_sizes", [])),
+            steps=ckpt.get("step"), epochs=ckpt.get("epoch"),
+            commit=extra.get("commit", "unknown"), seed=args.get("seed"),
+            exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), notes=notes),
+        extra=dict(angle_units="degrees"))  # the legacy key older readers check
+    return meta.to_dict()
 
 
 def export(net: DeepWarpGaze, meta: dict, out) -> Path:
-    """Write ``out`` (``.pt2``, metadata embedded) and ``out.json`` (the same metadata)."""
+    """Write ``out`` (``.pt2``, metadata embedded) and ``out.json`` (the same metadata).
+
+    Args:
+        net: the network (exported in eval mode, dynamic batch 1..64).
+        meta: metadata dict (:func:`metadata`, possibly with extra keys).
+        out: the ``.pt2`` path.
+
+    Raises:
+        ArtifactError: invalid metadata.
+        ExportError: the archive torch wrote would need unpickling to load (nothing written).
+    """
     inf = GazeInference(net.eval()).eval()
     n = 2
     args = [torch.rand(n, 3, CROP_H, CROP_W), torch.zeros(n, 2)]
@@ -73,13 +101,21 @@ def export(net: DeepWarpGaze, meta: dict, out) -> Path:
     ep = torch.export.export(inf, tuple(args), dynamic_shapes=tuple(shapes))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(meta, indent=2)
-    tmp = out.with_name(out.name + ".tmp")
+    m = ArtifactMeta.from_dict(meta)  # one schema for writer and reader (ArtifactError)
+    tmp = out.with_name(out.name + ".tmp.pt2")
     with warnings.catch_warnings():  # torch's note about CPU-only weight groups
         warnings.filterwarnings("ignore", message="No complete tensor found")
-        torch.export.save(ep, str(tmp), extra_files={META_NAME: text})
+        torch.export.save(ep, str(tmp), extra_files=artifact.meta_extra_files(m))
+    try:  # the loader's check: no entry may need unpickling
+        back = artifact.read_meta(tmp)
+    except ArtifactError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"export refused, the archive would not load safely: {exc}") from None
+    if back != m:
+        tmp.unlink(missing_ok=True)
+        raise ExportError("export refused: the metadata does not read back unchanged")
     tmp.replace(out)
-    out.with_suffix(".json").write_text(text + "\n")
+    artifact.write_sidecar(m, out)
     return out
 
 
