@@ -70,7 +70,7 @@ def retrack(model, video: str, pitch: float, yaw: float = 0.0) -> dict:
     from warpcam.realtime.effects.gaze import GazeSettings
     from warpcam.realtime.effects import build_effects
     from warpcam.realtime.pipeline import Pipeline
-    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.io import VideoFileSource
     from warpcam.realtime.tracker import FaceTracker
 
     with VideoFileSource(video) as src:

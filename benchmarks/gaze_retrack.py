@@ -59,7 +59,7 @@ def main(argv=None):
     from warpcam.realtime.effects.gaze import GazeSettings
     from warpcam.realtime.effects import build_effects
     from warpcam.realtime.pipeline import Pipeline
-    from warpcam.realtime.sources import VideoFileSource
+    from warpcam.realtime.io import VideoFileSource
     from warpcam.realtime.tracker import FaceTracker
 
     with VideoFileSource(a.video) as src:

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     a, _ = ap.parse_known_args(argv)
 
     from warpcam.realtime.gaze_model import GazeModelError
-    from warpcam.realtime.sources import SourceError, open_source
+    from warpcam.realtime.io import SourceError, open_source
     from warpcam.training.gaze.calibrate import CalibrationError, calibrate_videos, load_base
 
     def fail(msg):

@@ -178,8 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from warpcam.kernels import BackendError, get_compositor
     from warpcam.realtime.effects import EffectError, SettingsError, build_effects
     from warpcam.realtime.pipeline import Pipeline
-    from warpcam.realtime.sinks import SinkError, open_sink
-    from warpcam.realtime.sources import (ImageSource, ReconnectingSource, SourceError, WebcamSource,
+    from warpcam.realtime.io import SinkError, open_sink
+    from warpcam.realtime.io import (ImageSource, ReconnectingSource, SourceError, WebcamSource,
                                   open_source)
     from warpcam.realtime.tracker import FaceTracker
 

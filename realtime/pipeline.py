@@ -18,7 +18,7 @@ import numpy as np
 
 from warpcam.core.types import Face, Frame, WarpJob
 from warpcam.realtime.effects import Effect, FrameCrops, LiveSettings, build_effects
-from warpcam.realtime.sources import to_bgr8
+from warpcam.realtime.io import LatestSlot, SlotClosed, to_bgr8
 
 log = logging.getLogger("warpcam")
 
@@ -167,7 +167,7 @@ class Pipeline:
         """Tracking stage: ``(image H x W x 3 uint8 BGR, faces, t seconds)``.
 
         Raises:
-            ValueError: a frame that is not an image (see :func:`warpcam.realtime.sources.to_bgr8`).
+            ValueError: a frame that is not an image (see :func:`warpcam.realtime.io.to_bgr8`).
         """
         img = to_bgr8(frame.image)
         t = frame.pts_seconds if frame.pts_seconds is not None else frame.index / 30.0
@@ -234,7 +234,7 @@ class Pipeline:
         hands over every frame in order; a live source hands over only its newest frame (a
         frame still waiting when a newer one is tracked is dropped and counted, never queued).
 
-        Status frames of a :class:`~warpcam.realtime.sources.ReconnectingSource` (camera late or lost)
+        Status frames of a :class:`~warpcam.realtime.io.ReconnectingSource` (camera late or lost)
         are not tracked or edited: a ``"held"`` frame sends the last output again (the virtual
         camera keeps showing the edited picture), a ``"lost"`` frame goes out as it is. They
         are counted in ``stats()["status_frames"]`` and left out of the latency statistics.
@@ -332,33 +332,44 @@ class Pipeline:
 
 class _Feed:
     """Capture + tracking in a background thread, handing ``(frame, img, faces, t, t_cap)``
-    to the consumer: in order through a 2-slot queue for files, through a 1-slot mailbox that
-    keeps only the newest item for live sources. Exceptions from the source or the tracker are
-    re-raised in the consumer."""
+    to the consumer: in order through a 2-slot queue for files (the tracker waits for the
+    consumer), through the one "newest frame wins" slot (:class:`~warpcam.realtime.io.LatestSlot`)
+    for live sources (a stale item is replaced and counted in ``dropped``). Exceptions from the
+    source or the tracker are re-raised in the consumer."""
 
     def __init__(self, pipeline: "Pipeline", source, live: bool, max_frames: Optional[int]):
         self._p, self._source, self._live, self._max = pipeline, source, live, max_frames
+        self._slot: Optional[LatestSlot] = LatestSlot() if live else None
         self._cv = threading.Condition()
         self._q: deque = deque()
-        self._cap = 1 if live else 2
+        self._cap = 2
         self._done = False
         self._stop = False
         self._error: Optional[BaseException] = None
-        self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="warpcam-track", daemon=True)
         self._thread.start()
 
+    @property
+    def dropped(self) -> int:
+        return self._slot.dropped if self._slot is not None else 0
+
     def _run(self) -> None:
+        if self._slot is not None:
+            try:
+                for item in self._p._tracked(self._source, self._max):
+                    if self._slot.closed:
+                        return
+                    self._slot.put(item)
+            except BaseException as exc:  # handed to the consumer by take()
+                self._slot.close(exc)
+            finally:
+                self._slot.close()
+            return
         try:
             for item in self._p._tracked(self._source, self._max):
                 with self._cv:
-                    if self._live:
-                        if len(self._q) >= self._cap:
-                            self._q.popleft()
-                            self.dropped += 1
-                    else:
-                        while len(self._q) >= self._cap and not self._stop:
-                            self._cv.wait(0.1)
+                    while len(self._q) >= self._cap and not self._stop:
+                        self._cv.wait(0.1)
                     if self._stop:
                         return
                     self._q.append(item)
@@ -372,6 +383,13 @@ class _Feed:
                 self._cv.notify_all()
 
     def items(self):
+        if self._slot is not None:
+            while True:
+                try:
+                    item = self._slot.take()
+                except SlotClosed:
+                    return
+                yield item
         while True:
             with self._cv:
                 while not self._q and not self._done:
@@ -386,6 +404,8 @@ class _Feed:
             yield item
 
     def stop(self) -> None:
+        if self._slot is not None:
+            self._slot.close()
         with self._cv:
             self._stop = True
             self._cv.notify_all()

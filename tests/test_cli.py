@@ -413,7 +413,7 @@ def test_truncated_input_exits_2_and_leaves_no_output(tmp_path, capsys):
 
 def test_interrupt_exits_130_and_leaves_no_output(tmp_path, capsys, monkeypatch):
     """Ctrl-C arrives in the main thread while frames are being written."""
-    from warpcam.realtime.sinks import VideoFileSink
+    from warpcam.realtime.io import VideoFileSink
 
     real = VideoFileSink._write
     seen = []

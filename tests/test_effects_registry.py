@@ -133,8 +133,8 @@ def test_settings_changed_from_another_thread_apply_whole_at_a_frame(static_trac
     setting (never pitch of one and yaw of the other), and both values are seen."""
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.realtime.pipeline import Pipeline
-    from warpcam.realtime.sinks import NullSink
-    from warpcam.realtime.sources import open_source
+    from warpcam.realtime.io import NullSink
+    from warpcam.realtime.io import open_source
     from warpcam.realtime.tracker import FaceTracker
 
     path = video("looks_down_blinks_512.mp4")

@@ -322,9 +322,8 @@ def test_cli_webcam_survives_an_unplug(cam_frames, monkeypatch, capsys):
     from warpcam.realtime.io import NullSink as _Null
 
     dev = Device(cam_frames, plan=[12, "missing", None], index=0)
-    # The CLI's open_source, wherever it imports it from (the old warpcam.realtime.sources
-    # re-export shim lives only until every import is switched to warpcam.realtime.io).
-    for name in ("warpcam.realtime.io", "warpcam.realtime.sources"):
+    # The CLI's open_source (it imports it from warpcam.realtime.io when it runs).
+    for name in ("warpcam.realtime.io",):
         try:
             mod = importlib.import_module(name)
         except ImportError:

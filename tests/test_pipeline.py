@@ -15,8 +15,8 @@ from warpcam.realtime.effects.gaze import GazeSettings
 from warpcam.realtime.effects import build_effects
 from warpcam.realtime.pipeline import Pipeline, StageTimer
 from warpcam.realtime.effects.smile import SmileSettings
-from warpcam.realtime.sinks import NullSink
-from warpcam.realtime.sources import SourceError
+from warpcam.realtime.io import NullSink
+from warpcam.realtime.io import SourceError
 from warpcam.realtime.tracker import FaceTracker
 from warpcam.core.types import Frame
 from tests.helpers import job_mask
@@ -375,7 +375,7 @@ def test_inplace_writes_into_the_frame_and_matches_the_copy(static_tracker, astr
 
 
 def test_inplace_run_does_not_alter_an_image_source(static_tracker, astronaut, tmp_path):
-    from warpcam.realtime.sources import ImageSource
+    from warpcam.realtime.io import ImageSource
 
     path = tmp_path / "astronaut.png"
     assert cv2.imwrite(str(path), astronaut)
