@@ -94,3 +94,46 @@ def test_smile_strength_is_validated():
         SmileSettings(1.5)
     with pytest.raises(ValueError):
         SmileSettings(float("nan"))
+
+
+def test_eye_contact_holds_its_size_over_a_ten_minute_call():
+    """The eye-contact bias adapts (10 s time constant) toward "looks at the screen centre,
+    camera_offset_cm below the camera", so over a long call the correction converges to the
+    camera-to-screen angle. With the default offset (10 cm, a laptop camera) that angle stays
+    big enough to see for the whole run: a real talking-head clip looped for 10 minutes."""
+    import math
+
+    from warpcam.core.eyes import IRIS_DIAMETER_MM
+    from warpcam.realtime.effects.gaze import GazePlanner
+
+    frames = read_frames("news_talking_head_512.mp4", every=2, limit=60)
+    with FaceTracker(max_faces=1) as tr:
+        tracked = [(img, tr.track(img, i / 15.0)) for i, img in enumerate(frames)]
+    tracked = [(img, faces) for img, faces in tracked if faces]
+    assert len(tracked) > 40
+    s = GazeSettings(eye_contact=True)
+    assert s.camera_offset_cm == 10.0
+    planner = GazePlanner()
+    pitch, fades, expected = [], [], []
+    fps = 10.0
+    for n in range(int(600 * fps)):  # 10 minutes at 10 fps, the clip looped
+        img, faces = tracked[n % len(tracked)]
+        reqs = planner.plan(s, img, faces, n / fps)
+        if reqs:
+            pitch.append(float(reqs[0].delta_deg[0]))
+            fades.append(float(np.mean([r.fade for r in reqs])))
+        f = faces[0]
+        f_px = 0.5 * img.shape[1] / math.tan(math.radians(s.fov_deg) / 2.0)
+        z_mm = f_px * IRIS_DIAMETER_MM / float(np.mean(f.iris_diameter_px))
+        expected.append(math.degrees(math.atan2(10.0 * s.camera_offset_cm, z_mm)))
+    pitch = np.array(pitch)
+    first, last = pitch[: int(60 * fps)], pitch[-int(60 * fps):]
+    geometric = float(np.median(expected))
+    # the correction (upward) keeps its size to the end of the call ...
+    assert np.median(last) > 0.8 * geometric, (np.median(last), geometric)
+    assert np.median(last) > 5.0
+    assert abs(np.median(last) - np.median(first)) < 0.3 * geometric
+    # ... and the fades (head turn, blink, gaze offset, occluders) take no more of it at the
+    # end than at the start
+    fades = np.array(fades)
+    assert np.median(fades[-int(60 * fps):]) > 0.9 * np.median(fades[: int(60 * fps)]) > 0.3

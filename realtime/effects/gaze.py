@@ -120,10 +120,13 @@ class GazeSettings:
     eye_contact: bool = setting(False, flag="--eye-contact", live_source_default=True,
                                 help="redirect the gaze toward the camera (default: on for a "
                                      "webcam, off for files and images)")
-    camera_offset_cm: float = setting(3.0, flag="--camera-offset-cm", lo=-100.0, hi=100.0,
+    camera_offset_cm: float = setting(10.0, flag="--camera-offset-cm", lo=-30.0, hi=60.0,
                                       unit="cm", step=0.5,
-                                      help="camera height above the screen centre, for "
-                                           "--eye-contact (default 3)")
+                                      help="for --eye-contact: how far the camera lens sits above "
+                                           "the middle of the screen you read, in cm (measure "
+                                           "it; negative when the camera is below). Default 10, "
+                                           "a laptop's camera above a 13-15 inch screen; a "
+                                           "webcam on a monitor is 15-20")
     fov_deg: float = setting(60.0, lo=10.0, hi=170.0, unit="deg", cli=False,
                              help="the camera's horizontal field of view (viewing distance)")
     full_below_deg: float = setting(10.0, lo=0.0, hi=90.0, unit="deg", cli=False,
