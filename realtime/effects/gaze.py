@@ -251,6 +251,10 @@ class GazePlanner:
             fade_face = (fade_between(abs(face.yaw), s.full_below_deg, s.none_beyond_deg)
                          * fade_between(abs(face.pitch), s.full_below_deg + 10.0,
                                         s.none_beyond_deg + 10.0))
+            if max(eye_fade(face, k, 1.0) for k in (0, 1)) <= 0.01:
+                # both eyes shut (or no reliable iris): nothing to redirect, and the iris
+                # position says nothing about the gaze, so the eye-contact estimate is not fed
+                continue
             if s.eye_contact:
                 d_contact, fade_off = self._eye_contact_delta(s, face, image.shape, t)
                 delta = delta + d_contact
