@@ -45,14 +45,15 @@ def network_cost(model, iters: int = 500) -> dict:
 
 def effect_cost(model, iters: int = 200) -> dict:
     from warpcam.realtime.effects.gaze import GazeSettings
-    from warpcam.realtime.gaze_model import ModelGazeEffect
+    from warpcam.realtime.effects.gaze import GazeEffect
+    from warpcam.realtime.effects.gaze_model import ModelEyeWarp
     from warpcam.realtime.tracker import FaceTracker
     from tests.realdata import astronaut_bgr
 
     img = astronaut_bgr()
     with FaceTracker(max_faces=1, static_images=True) as tr:
         faces = tr.track(img)
-    eff = ModelGazeEffect(GazeSettings(pitch_deg=10.0), model, cache=False)
+    eff = GazeEffect(GazeSettings(pitch_deg=10.0), ModelEyeWarp(model, cache=False))
     for _ in range(20):
         eff.jobs(img, faces)
     ts = []
@@ -79,9 +80,10 @@ def retrack(model, video: str, pitch: float, yaw: float = 0.0) -> dict:
 
     def run(gm):
         outs, requests = [], []
-        settings = build_effects(gaze=GazeSettings(pitch_deg=pitch, yaw_deg=yaw))
+        effects = build_effects(gaze=GazeSettings(pitch_deg=pitch, yaw_deg=yaw),
+                                options={"gaze": {"model": gm}} if gm is not None else None)
         with FaceTracker(max_faces=1) as tr:
-            pipe = Pipeline(tr, CpuCompositor(), settings, gaze_model=gm)
+            pipe = Pipeline(tr, CpuCompositor(), effects)
             for fr, im in zip(frames, imgs):
                 fr.image = im.copy()
                 out, _, jobs = pipe.process(fr)
@@ -132,8 +134,9 @@ def astronaut_figure(model, path) -> None:
             if kw is None:
                 out = img
             else:
-                pipe = Pipeline(tr, CpuCompositor(), build_effects(gaze=GazeSettings(**kw)),
-                                gaze_model=gm)
+                pipe = Pipeline(tr, CpuCompositor(), build_effects(
+                    gaze=GazeSettings(**kw),
+                    options={"gaze": {"model": gm}} if gm is not None else None))
                 out, _, _ = pipe.process(Frame(img.copy(), 0))
             tile = cv2.resize(out[y0:y1, x0:x1], None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
             cv2.putText(tile, name, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2)
