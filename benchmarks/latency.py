@@ -1,7 +1,12 @@
 """Per-stage latency of the frame pipeline on a video file, and its cost over tracking alone.
 
-    python -m benchmarks.latency --input ../shared/data/real/videos/two_faces_1280x720.mp4 \
-        --max-faces 2
+    python -m benchmarks.latency --input two_faces_1280x720.mp4 --max-faces 2
+
+A bare file name that does not exist as given is looked up in the shared real videos
+(``../shared/data/real/videos/`` beside the checkout). ``--no-cache`` also runs the full pipeline
+with the effects' ROI field cache off (every field rebuilt every frame, as on a face that keeps
+moving) and reports both; the JSON's top-level keys are those of the run with the cache on, and
+``cache_off`` holds the same keys for the run without it.
 
 Decodes the file once (the decode time per frame is reported as ``capture``), then runs over
 the same in-memory frames, in one process and alternating rounds:
@@ -12,7 +17,8 @@ the same in-memory frames, in one process and alternating rounds:
 
 Prints p50/p99 per stage in ms, fps, effects+composite per face, and the ratio of the full
 pipeline to tracking alone (p50 per frame); writes everything to a JSON file
-(default ``benchmarks/results/latency.json``).
+(only with ``--json PATH``: the committed results in ``benchmarks/results/`` are never
+overwritten unless asked).
 
 **Live mode** (``--live``): the latency a person on a call sees. The decoded frames are served
 by a fake camera at ``--fps`` (30) on a fixed schedule (a frame the grabber does not fetch
@@ -24,10 +30,9 @@ becoming available (its slot in the camera schedule) to the sink finishing with 
 every camera frame that never reached the sink. Conditions: ``plumbing`` (no tracker, no
 effects: the cost of the path itself), ``tracking`` (effects off) and ``effects`` (gaze + smile)::
 
-    python -m benchmarks.latency --live --input ../shared/data/real/videos/two_faces_1280x720.mp4 \
-        --seconds 20
+    python -m benchmarks.latency --live --input two_faces_1280x720.mp4 --seconds 20
 
-Writes ``benchmarks/results/latency_live.json`` (``--json`` to change it).
+Writes a JSON file only with ``--json PATH``.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import argparse
 import dataclasses
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -45,18 +51,59 @@ def _pct(v, q):
     return float(np.percentile(np.asarray(v) * 1e3, q)) if len(v) else float("nan")
 
 
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "videos"
+
+
+def resolve_input(name: str) -> str:
+    """``name`` if it exists, else the shared real video of that name
+    (``../shared/data/real/videos/NAME`` beside the checkout); ``SystemExit`` when neither."""
+    p = Path(name)
+    if p.exists():
+        return str(p)
+    for cand in (SHARED_VIDEOS / p.name, Path.cwd().parent / "shared" / "data" / "real" / "videos"
+                 / p.name):
+        if cand.exists():
+            return str(cand)
+    raise SystemExit(f"no video {name!r} (looked in . and {SHARED_VIDEOS})")
+
+
+def _cache_off(effects) -> None:
+    """Turn the ROI field cache of every effect off (fields rebuilt every frame)."""
+    for e in effects:
+        target = getattr(e, "fulfiller", e)
+        if getattr(target, "cache", None) is not None:
+            target.cache = None
+
+
+def _cache_counts(effects) -> tuple:
+    hits = misses = 0
+    for e in effects:
+        c = getattr(e, "cache", None)
+        if c is not None:
+            hits, misses = hits + c.hits, misses + c.misses
+    return hits, misses
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--input", required=True, help="video file")
+    ap.add_argument("--input", required=True,
+                    help="video file, or a bare name of one in ../shared/data/real/videos/")
     ap.add_argument("--max-faces", type=int, default=1)
     ap.add_argument("--gaze-pitch", type=float, default=10.0)
     ap.add_argument("--smile", type=float, default=0.5)
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--frames", type=int, default=300, help="frames to use (default 300)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
-    ap.add_argument("--json", default=None,
-                    help="output JSON (default benchmarks/results/latency.json, or "
-                         "latency_live.json with --live; '' to skip)")
+    ap.add_argument("--json", default="",
+                    help="write the results to this JSON file (default: none; the committed "
+                         "benchmarks/results/latency.json and latency_live.json are only "
+                         "overwritten when named here)")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="also run the full pipeline with the ROI field cache off and report "
+                         "both (the JSON's cache_off)")
+    ap.add_argument("--gaze-model", nargs="?", const="", default=None, metavar="FILE",
+                    help="gaze by the learned model (.pt2; without FILE the bundled one) "
+                         "instead of the landmark warp")
     ap.add_argument("--live", action="store_true",
                     help="live mode: a paced fake camera through the whole live path (see above)")
     ap.add_argument("--fps", type=float, default=30.0, help="live: camera frame rate (30)")
@@ -71,9 +118,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--plot", default="docs/reliability_latency_live.png",
                     help="live: latency distribution plot ('' to skip)")
     a = ap.parse_args(argv)
-    if a.json is None:
-        a.json = "benchmarks/results/latency_live.json" if a.live else \
-            "benchmarks/results/latency.json"
+    a.input = resolve_input(a.input)
     if a.live:
         return live_main(a)
 
@@ -101,76 +146,107 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no frames decoded from {a.input}")
     h, w = frames[0].image.shape[:2]
 
-    track_only, full = [], []
-    timer = StageTimer()
-    faces_per_frame = []
+    options = {}
+    if a.gaze_model is not None:
+        from warpcam.realtime.gaze_model import load_gaze_model
+        options["gaze"] = {"model": load_gaze_model(a.gaze_model or None)}
+    conditions = ["cache_on"] + (["cache_off"] if a.no_cache else [])
+    track_only = []
+    full = {c: [] for c in conditions}
+    timers = {c: StageTimer(window=None) for c in conditions}
+    faces_per_frame = {c: [] for c in conditions}
+    cache = {c: (0, 0) for c in conditions}
     for rnd in range(a.rounds):
         with FaceTracker(max_faces=a.max_faces) as tr:
             for fr in frames:
                 t0 = time.perf_counter()
                 tr.track(fr.image, fr.pts_seconds)
                 track_only.append(time.perf_counter() - t0)
-        settings = build_effects(gaze=GazeSettings(pitch_deg=a.gaze_pitch),
-                                  smile=SmileSettings(a.smile))
-        with FaceTracker(max_faces=a.max_faces) as tr:
-            pipe = Pipeline(tr, get_compositor(a.backend), settings, timer=timer, inplace=True)
-            sink = NullSink()
-            for fr in frames:
-                # in place, as the CLI runs, on a copy: the frames are reused by the next round
-                fr = dataclasses.replace(fr, image=fr.image.copy())
-                t0 = time.perf_counter()
-                out, faces, _ = pipe.process(fr)
-                t1 = time.perf_counter()
-                sink.write(fr, out)
-                t2 = time.perf_counter()
-                timer.add("output", t2 - t1)
-                full.append(t2 - t0)
-                if rnd == 0:
-                    faces_per_frame.append(len(faces))
+        for cond in conditions:
+            effects = build_effects(dict(gaze=GazeSettings(pitch_deg=a.gaze_pitch),
+                                         smile=SmileSettings(a.smile)), options)
+            if cond == "cache_off":
+                _cache_off(effects)
+            timer = timers[cond]
+            with FaceTracker(max_faces=a.max_faces) as tr:
+                pipe = Pipeline(tr, get_compositor(a.backend), effects, timer=timer,
+                                inplace=True)
+                sink = NullSink()
+                for fr in frames:
+                    # in place, as the CLI runs, on a copy: the frames are reused next round
+                    fr = dataclasses.replace(fr, image=fr.image.copy())
+                    t0 = time.perf_counter()
+                    out, faces, _ = pipe.process(fr)
+                    t1 = time.perf_counter()
+                    sink.write(fr, out)
+                    t2 = time.perf_counter()
+                    timer.add("output", t2 - t1)
+                    full[cond].append(t2 - t0)
+                    faces_per_frame[cond].append(len(faces))
+            cache[cond] = _cache_counts(effects)  # last round's counters
 
-    cache_hits = pipe.gaze.cache.hits + pipe.smile.cache.hits
-    cache_all = cache_hits + pipe.gaze.cache.misses + pipe.smile.cache.misses
-    eff = timer.values_ms("effects") / 1e3
-    comp = timer.values_ms("composite") / 1e3
-    nf = np.array(faces_per_frame * a.rounds, np.float64)
-    with_face = nf > 0
-    per_face = (eff + comp)[with_face] / nf[with_face] if with_face.any() else np.array([])
-    res = dict(
-        input=str(a.input), size=[w, h], frames=len(frames), rounds=a.rounds,
-        max_faces=a.max_faces, gaze_pitch=a.gaze_pitch, smile=a.smile, backend=a.backend,
-        mean_faces=float(nf.mean()),
-        roi_cache_hit_rate=cache_hits / max(cache_all, 1),
-        machine=dict(cpu=platform.processor() or platform.machine(),
-                     cores=__import__("os").cpu_count(), python=platform.python_version()),
-        stages={
+    def summary(cond) -> dict:
+        timer = timers[cond]
+        hits, misses = cache[cond]
+        eff = timer.values_ms("effects") / 1e3
+        comp = timer.values_ms("composite") / 1e3
+        nf = np.array(faces_per_frame[cond], np.float64)
+        with_face = nf > 0
+        per_face = (eff + comp)[with_face] / nf[with_face] if with_face.any() else np.array([])
+        stages = {
             "capture (decode)": dict(p50_ms=_pct(decode, 50), p99_ms=_pct(decode, 99)),
             "tracking": dict(p50_ms=_pct(timer.values_ms("tracking") / 1e3, 50),
                              p99_ms=_pct(timer.values_ms("tracking") / 1e3, 99)),
             "effects": dict(p50_ms=_pct(eff, 50), p99_ms=_pct(eff, 99)),
+        }
+        for k in sorted(timer.summary()):
+            if k.startswith("effect."):
+                v = timer.values_ms(k) / 1e3
+                stages[k] = dict(p50_ms=_pct(v, 50), p99_ms=_pct(v, 99))
+        stages.update({
             "composite": dict(p50_ms=_pct(comp, 50), p99_ms=_pct(comp, 99)),
             "output (null)": dict(p50_ms=_pct(timer.values_ms("output") / 1e3, 50),
                                   p99_ms=_pct(timer.values_ms("output") / 1e3, 99)),
             "effects+composite per face": dict(p50_ms=_pct(per_face, 50),
                                                p99_ms=_pct(per_face, 99)),
             "tracking alone": dict(p50_ms=_pct(track_only, 50), p99_ms=_pct(track_only, 99)),
-            "full pipeline": dict(p50_ms=_pct(full, 50), p99_ms=_pct(full, 99)),
-        },
+            "full pipeline": dict(p50_ms=_pct(full[cond], 50), p99_ms=_pct(full[cond], 99)),
+        })
+        r = dict(mean_faces=float(nf.mean()), roi_cache_hit_rate=hits / max(hits + misses, 1),
+                 stages=stages)
+        r["fps_full"] = 1000.0 / stages["full pipeline"]["p50_ms"]
+        r["fps_tracking_alone"] = 1000.0 / stages["tracking alone"]["p50_ms"]
+        r["ratio_full_to_tracking_p50"] = (stages["full pipeline"]["p50_ms"]
+                                           / stages["tracking alone"]["p50_ms"])
+        r["ratio_full_to_tracking_mean"] = float(np.mean(full[cond]) / np.mean(track_only))
+        return r
+
+    os_ = __import__("os")
+    res = dict(
+        input=str(a.input), size=[w, h], frames=len(frames), rounds=a.rounds,
+        max_faces=a.max_faces, gaze_pitch=a.gaze_pitch, smile=a.smile, backend=a.backend,
+        gaze="model" if a.gaze_model is not None else "landmark",
+        machine=dict(cpu=platform.processor() or platform.machine(), cores=os_.cpu_count(),
+                     python=platform.python_version(),
+                     loadavg=list(os_.getloadavg()) if hasattr(os_, "getloadavg") else None),
     )
-    res["fps_full"] = 1000.0 / res["stages"]["full pipeline"]["p50_ms"]
-    res["fps_tracking_alone"] = 1000.0 / res["stages"]["tracking alone"]["p50_ms"]
-    res["ratio_full_to_tracking_p50"] = (res["stages"]["full pipeline"]["p50_ms"]
-                                         / res["stages"]["tracking alone"]["p50_ms"])
-    res["ratio_full_to_tracking_mean"] = float(np.mean(full) / np.mean(track_only))
+    res.update(summary("cache_on"))
+    if a.no_cache:
+        res["cache_off"] = summary("cache_off")
 
     print(f"{a.input}: {w}x{h}, {len(frames)} frames x {a.rounds} rounds, "
-          f"{res['mean_faces']:.2f} faces/frame, backend {a.backend}")
-    print(f"ROI field cache hit rate (last round): {res['roi_cache_hit_rate']:.2f}")
-    print(f"{'stage':28s} {'p50 ms':>8s} {'p99 ms':>8s}")
-    for k, v in res["stages"].items():
-        print(f"{k:28s} {v['p50_ms']:8.2f} {v['p99_ms']:8.2f}")
-    print(f"fps: full {res['fps_full']:.1f}, tracking alone {res['fps_tracking_alone']:.1f}")
-    print(f"full / tracking alone: {res['ratio_full_to_tracking_p50']:.3f} (p50), "
-          f"{res['ratio_full_to_tracking_mean']:.3f} (mean)")
+          f"{res['mean_faces']:.2f} faces/frame, backend {a.backend}, gaze {res['gaze']}, "
+          f"load average {res['machine']['loadavg']}")
+    for cond in conditions:
+        r = res if cond == "cache_on" else res["cache_off"]
+        print(f"-- ROI field cache {'on' if cond == 'cache_on' else 'OFF'}: hit rate "
+              f"(last round) {r['roi_cache_hit_rate']:.2f}")
+        print(f"{'stage':28s} {'p50 ms':>8s} {'p99 ms':>8s}")
+        for k, v in r["stages"].items():
+            print(f"{k:28s} {v['p50_ms']:8.2f} {v['p99_ms']:8.2f}")
+        print(f"fps: full {r['fps_full']:.1f}, tracking alone {r['fps_tracking_alone']:.1f}")
+        print(f"full / tracking alone: {r['ratio_full_to_tracking_p50']:.3f} (p50), "
+              f"{r['ratio_full_to_tracking_mean']:.3f} (mean)")
     if a.json:
         write_json(a.json, res)
     return res
