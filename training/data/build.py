@@ -120,23 +120,11 @@ def video_files(paths: Iterable) -> List[Path]:
 
 
 def decode_video(path: Path, max_frames: Optional[int] = None):
-    """``(index, time seconds, BGR frame)`` of every frame (PyAV), upright."""
-    import av
+    """``(index, time seconds, BGR frame)`` of every frame (PyAV), upright
+    (:func:`warpcam.core.video.decode_upright`)."""
+    from warpcam.core.video import decode_upright
 
-    from warpcam.training.gaze.mine import _rotate_code
-
-    with av.open(str(path)) as c:
-        rot = None
-        for i, fr in enumerate(c.decode(video=0)):
-            if max_frames is not None and i >= max_frames:
-                break
-            if i == 0:
-                rot = _rotate_code(getattr(fr, "rotation", 0))
-            img = fr.to_ndarray(format="bgr24")
-            if rot is not None:
-                img = np.ascontiguousarray(cv2.rotate(img, rot))
-            t = float(fr.time) if fr.time is not None else i / 30.0
-            yield i, t, img
+    yield from decode_upright(path, max_frames)
 
 
 def _safe(s: str) -> str:

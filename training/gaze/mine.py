@@ -32,10 +32,12 @@ from typing import Iterable, List, Optional
 
 import cv2
 import numpy as np
-
-from warpcam.core.eyes import EYE_CROP_H as CROP_H, EYE_CROP_W as CROP_W
-from warpcam.core.eyes import eye_corners, eye_crop, eye_in_head_angles
 from warpcam.training.gaze.data import save_pairs
+
+from warpcam.core.eyes import EYE_CROP_H as CROP_H
+from warpcam.core.eyes import EYE_CROP_W as CROP_W
+from warpcam.core.eyes import eye_corners, eye_crop, eye_in_head_angles
+from warpcam.core.video import decode_upright
 
 
 @dataclass
@@ -161,15 +163,6 @@ def build_pairs(frames: Iterable, obs: List[EyeObs], pairs: list) -> list:
     return [it for it in items if it["src"] is not None and it["tgt"] is not None]
 
 
-def _rotate_code(rotation: float) -> Optional[int]:
-    """cv2.rotate code that turns a picture stored with a display-matrix rotation of
-    ``rotation`` degrees (PyAV's ``VideoFrame.rotation``, counter-clockwise) upright: rotate by
-    the same angle counter-clockwise, as FFmpeg's ``autorotate`` (multiples of 90 degrees)."""
-    quarter = int(round(float(rotation or 0) / 90.0)) % 4
-    return {0: None, 1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180,
-            3: cv2.ROTATE_90_CLOCKWISE}[quarter]
-
-
 def video_fps(path) -> Optional[float]:
     """Frame rate the first video stream of ``path`` declares (None when it declares none)."""
     import av
@@ -182,18 +175,9 @@ def video_fps(path) -> Optional[float]:
 
 def video_frames(path, max_frames: Optional[int] = None) -> Iterable[np.ndarray]:
     """BGR uint8 frames of a video file (PyAV), in order, upright (display-matrix rotation
-    undone), at most ``max_frames`` of them."""
-    import av
-
-    with av.open(str(path)) as c:
-        rot = None
-        for i, fr in enumerate(c.decode(video=0)):
-            if max_frames is not None and i >= max_frames:
-                break
-            if i == 0:
-                rot = _rotate_code(getattr(fr, "rotation", 0))
-            img = fr.to_ndarray(format="bgr24")
-            yield np.ascontiguousarray(cv2.rotate(img, rot)) if rot is not None else img
+    undone, :func:`warpcam.core.video.decode_upright`), at most ``max_frames`` of them."""
+    for _, _, img in decode_upright(path, max_frames):
+        yield img
 
 
 def mine_video(path, rng: np.random.Generator, max_faces: int = 2,
