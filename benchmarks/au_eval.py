@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -47,22 +46,12 @@ def roc_auc(pos, neg) -> float:
     return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits the globals a pickled NumPy array needs and nothing else."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global {module}.{name} (only NumPy arrays)")
-
-
 def load_openface_pkl(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    """The seed's OpenFace pickle through the one restricted unpickler
+    (:func:`warpcam.training.data.safe_pickle.safe_load`: plain data and NumPy arrays only)."""
+    from warpcam.training.data.safe_pickle import safe_load
+
+    return safe_load(path)
 
 
 def landmarks_of(files, cache: Path | None, tag: str) -> np.ndarray:

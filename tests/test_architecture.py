@@ -17,10 +17,11 @@ FOLDERS = {"warpcam/core": "warpcam.core", "kernels": "warpcam.kernels",
 
 #: the app floor: nothing below may import it
 APP = ("warpcam.realtime.pipeline", "warpcam.realtime.cli", "warpcam.realtime.io",
-       "warpcam.realtime.calibrate",
+       "warpcam.realtime.calibrate", "warpcam.realtime.analyze",
        "warpcam.realtime.panel", "warpcam.realtime.batch")
 EFFECTS = ("warpcam.realtime.effects",)
 RUNTIME = ("warpcam.realtime.runtime", "warpcam.realtime.tracker", "warpcam.realtime.smoothing",
+           "warpcam.realtime.au",
            "warpcam.realtime.gaze_model")
 
 
