@@ -71,6 +71,12 @@ class CpuCompositor(Compositor):
 
     name = "cpu"
 
+    def __init__(self, fast: bool = True):
+        #: ``True``: :meth:`_warp_fast` (one 4-channel remap of the crop fields per job);
+        #: ``False``: :meth:`_warp` (the reference, one remap per field). They agree within
+        #: float rounding (``tests/test_speed_paths.py``).
+        self.fast = bool(fast)
+
     # ------------------------------------------------------------------ crop
     def crop_rois(self, frame: np.ndarray, affines, size, mean=0.0, std=1.0, dtype=np.float32,
                   flip=None, border: str = "replicate") -> np.ndarray:
@@ -90,7 +96,8 @@ class CpuCompositor(Compositor):
             raise ValueError(f"frame must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
         if not jobs:
             return frame
-        warped = [w for w in (self._warp(frame, job) for job in jobs) if w is not None]
+        warp = self._warp_fast if self.fast else self._warp
+        warped = [w for w in (warp(frame, job) for job in jobs) if w is not None]
         out = frame if inplace else frame.copy()
         for (x0, y0, x1, y1), result, alpha in warped:
             region = out[y0:y1, x0:x1]
@@ -103,6 +110,59 @@ class CpuCompositor(Compositor):
                 blended = a3 * result + (1.0 - a3) * region.astype(np.float32)
                 region[...] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out
+
+    @staticmethod
+    def _warp_fast(src: np.ndarray, job: WarpJob):
+        """:meth:`_warp` with the crop-space fields sampled in one remap.
+
+        The crop fields are packed, with a one-pixel pad, into one ``(h + 2) x (w + 2) x 4``
+        float32 image: the flow already mapped to frame pixels (``A_lin f``, padded by
+        replication), ``alpha`` and the palette weights (padded with 0). One bilinear remap with
+        the border replicated then gives exactly what the reference's per-field remaps give
+        (constant-0 border for alpha and the weights, replicated for the flow): bilinear
+        sampling is linear, so ``A_lin`` commutes with it, and the pad reproduces both borders.
+        """
+        if job.lightness is not None or job.color is not None:
+            return CpuCompositor._warp(src, job)  # rare fields: the reference path
+        box = job_box(job, src.shape)
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        a = job.crop_to_frame
+        h, w = job.alpha.shape
+        flow = job.flow
+        fields = np.zeros((h + 2, w + 2, 4), np.float32)
+        inner = fields[1:-1, 1:-1]
+        fx, fy = flow[..., 0], flow[..., 1]
+        np.add(fx * np.float32(a[0, 0]), fy * np.float32(a[0, 1]), out=inner[..., 0])
+        np.add(fx * np.float32(a[1, 0]), fy * np.float32(a[1, 1]), out=inner[..., 1])
+        fields[0, 1:-1, :2] = inner[0, :, :2]
+        fields[-1, 1:-1, :2] = inner[-1, :, :2]
+        fields[:, 0, :2] = fields[:, 1, :2]
+        fields[:, -1, :2] = fields[:, -2, :2]
+        inner[..., 2] = job.alpha
+        if job.palette_mix is not None:
+            inner[..., 3] = job.palette_mix[0]
+        # crop coordinates of the box's pixels, shifted by the pad
+        inv = invert_affine(a)
+        xs = np.arange(x0, x1, dtype=np.float64)
+        ys = np.arange(y0, y1, dtype=np.float64)
+        u = ((inv[0, 0] * xs)[None, :] + (inv[0, 1] * ys + (inv[0, 2] + 1.0))[:, None]
+             ).astype(np.float32)
+        v = ((inv[1, 0] * xs)[None, :] + (inv[1, 1] * ys + (inv[1, 2] + 1.0))[:, None]
+             ).astype(np.float32)
+        sampled = cv2.remap(fields, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = np.clip(sampled[..., 2], 0.0, 1.0)
+        if not alpha.any():
+            return None
+        mx = np.add(sampled[..., 0], xs.astype(np.float32)[None, :])
+        my = np.add(sampled[..., 1], ys.astype(np.float32)[:, None])
+        warped = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if job.palette_mix is None:
+            return box, warped, alpha
+        colour = np.asarray(job.palette_mix[1], np.float32)
+        wts = sampled[..., 3:4]
+        return box, warped.astype(np.float32) * (1.0 - wts) + wts * colour, alpha
 
     @staticmethod
     def _warp(src: np.ndarray, job: WarpJob):

@@ -15,6 +15,7 @@ spirit of DeepWarp's smile model (seed 000), with geometry in place of a learned
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, List, Optional, Sequence
 
 import cv2
@@ -95,13 +96,13 @@ def mouth_displacements(points_crop: dict, strength: float, mouth_w: float) -> t
     return np.concatenate(srcs), np.concatenate(disps)
 
 
-def smile_flow(h: int, w: int, sources: np.ndarray, displacements: np.ndarray,
-               grid_step: int = 3) -> np.ndarray:
-    """Dense backward-warp flow (``h x w x 2`` float32, crop pixels) from sparse forward
-    displacements, by a thin-plate spline fitted at the *displaced* positions (so that
-    ``out(p + d) = in(p)`` holds at every control point), evaluated on a grid every
-    ``grid_step`` pixels and interpolated bilinearly, then multiplied by a border window so
-    it is exactly 0 on the crop border."""
+def smile_flow_reference(h: int, w: int, sources: np.ndarray, displacements: np.ndarray,
+                         grid_step: int = 3) -> np.ndarray:
+    """The reference of :func:`smile_flow` (scipy's ``RBFInterpolator``): dense backward-warp
+    flow (``h x w x 2`` float32, crop pixels) from sparse forward displacements, by a
+    thin-plate spline fitted at the *displaced* positions (so that ``out(p + d) = in(p)`` holds
+    at every control point), evaluated on a grid every ``grid_step`` pixels and interpolated
+    bilinearly, then multiplied by a border window so it is exactly 0 on the crop border."""
     targets = sources + displacements
     rbf = RBFInterpolator(targets, -displacements, kernel="thin_plate_spline", smoothing=1e-3)
     gh, gw = (h + grid_step - 1) // grid_step + 1, (w + grid_step - 1) // grid_step + 1
@@ -113,14 +114,96 @@ def smile_flow(h: int, w: int, sources: np.ndarray, displacements: np.ndarray,
     return flow * border_window(h, w, 0.12)[..., None]
 
 
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """Thin-plate kernel ``r^2 log r`` from squared distances (0 at r = 0)."""
+    tiny = np.finfo(r2.dtype).tiny
+    return r2 * np.log(np.maximum(r2, tiny)) * r2.dtype.type(0.5)  # 0 * log(tiny) = 0 at r = 0
+
+
+def _sq_dist(ax, ay, bx, by) -> np.ndarray:
+    """``(len(a), len(b))`` squared distances, one coordinate at a time (a broadcast over a
+    trailing axis of 2 costs several times more)."""
+    dx = np.subtract.outer(ax, bx)
+    dy = np.subtract.outer(ay, by)
+    dx *= dx
+    dy *= dy
+    dx += dy
+    return dx
+
+
+@lru_cache(maxsize=64)
+def _flow_grid(h: int, w: int, grid_step: int) -> tuple:
+    """Coarse evaluation points ``(G, 2)``, their grid shape, the remap coordinates that
+    upsample the coarse grid to ``h x w``, and the border window (cached per crop size)."""
+    gh, gw = (h + grid_step - 1) // grid_step + 1, (w + grid_step - 1) // grid_step + 1
+    gx, gy = np.meshgrid(np.arange(gw) * grid_step, np.arange(gh) * grid_step)
+    pts = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float64)
+    xs, ys = pixel_grid(h, w)
+    mx, my = xs / grid_step, ys / grid_step
+    win = border_window(h, w, 0.12)[..., None]
+    for a in (pts, mx, my, win):
+        a.setflags(write=False)
+    return pts, (gh, gw), mx, my, win
+
+
+def smile_flow(h: int, w: int, sources: np.ndarray, displacements: np.ndarray,
+               grid_step: int = 3, smoothing: float = 1e-3) -> np.ndarray:
+    """Dense backward-warp flow (``h x w x 2`` float32, crop pixels) from sparse forward
+    displacements: :func:`smile_flow_reference`'s thin-plate spline (kernel ``r^2 log r``, a
+    degree-1 polynomial, ``smoothing`` on the diagonal, fitted at the displaced positions),
+    solved directly as one small linear system and evaluated on the coarse grid in one matrix
+    product, instead of through ``RBFInterpolator`` (whose set-up costs more than the maths at
+    this size). The same interpolant up to float rounding (``tests/test_speed_paths.py``); the
+    polynomial is evaluated on coordinates shifted and scaled to [-1, 1] as scipy does, so the
+    system is as well conditioned."""
+    targets = np.asarray(sources, np.float64) + displacements
+    values = -np.asarray(displacements, np.float64)
+    n = len(targets)
+    pts, (gh, gw), mx, my, win = _flow_grid(h, w, grid_step)
+    gx, gy = pts[:, 0].astype(np.float32), pts[:, 1].astype(np.float32)
+    lo, hi = targets.min(axis=0), targets.max(axis=0)
+    shift = 0.5 * (hi + lo)
+    scale = 0.5 * (hi - lo)
+    scale[scale == 0.0] = 1.0
+    tx, ty = np.ascontiguousarray(targets[:, 0]), np.ascontiguousarray(targets[:, 1])
+    lhs = np.zeros((n + 3, n + 3))
+    lhs[:n, :n] = _tps_kernel(_sq_dist(tx, ty, tx, ty))
+    lhs[np.arange(n), np.arange(n)] += smoothing
+    poly = np.empty((n, 3))
+    poly[:, 0] = 1.0
+    poly[:, 1:] = (targets - shift) / scale
+    lhs[:n, n:] = poly
+    lhs[n:, :n] = poly.T
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = values
+    # OpenCV's LU: single-threaded, no BLAS thread pool to wake (tens of microseconds to
+    # milliseconds on a loaded 2-core machine) for a ~60 x 60 system.
+    ok, coef = cv2.solve(lhs, rhs, flags=cv2.DECOMP_LU)
+    if not ok:
+        coef = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    gpoly = np.empty((len(pts), 3))
+    gpoly[:, 0] = 1.0
+    gpoly[:, 1:] = (pts - shift) / scale
+    # the evaluation matrix in float32 (half the cost of the log; the flow changes by < 1e-5 px)
+    kern = _tps_kernel(_sq_dist(gx, gy, tx.astype(np.float32), ty.astype(np.float32)))
+    coarse = cv2.gemm(kern, coef[:n].astype(np.float32), 1.0,
+                      cv2.gemm(gpoly, coef[n:], 1.0, None, 0.0).astype(np.float32), 1.0)
+    coarse = coarse.reshape(gh, gw, 2).astype(np.float32)
+    flow = cv2.remap(coarse, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return flow * win
+
+
+@lru_cache(maxsize=64)
 def _border_points(h: int, w: int, per_side: int = 5) -> np.ndarray:
-    """Points on the crop border (pinned to zero displacement)."""
+    """Points on the crop border (pinned to zero displacement; cached, read only)."""
     us = np.linspace(0, w - 1, per_side)
     vs = np.linspace(0, h - 1, per_side)[1:-1]
-    return np.concatenate([np.stack([us, np.zeros_like(us)], 1),
-                           np.stack([us, np.full_like(us, h - 1)], 1),
-                           np.stack([np.zeros_like(vs), vs], 1),
-                           np.stack([np.full_like(vs, w - 1), vs], 1)])
+    out = np.concatenate([np.stack([us, np.zeros_like(us)], 1),
+                          np.stack([us, np.full_like(us, h - 1)], 1),
+                          np.stack([np.zeros_like(vs), vs], 1),
+                          np.stack([np.full_like(vs, w - 1), vs], 1)])
+    out.setflags(write=False)
+    return out
 
 
 class SmileEffect(Effect):
