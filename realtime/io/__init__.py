@@ -12,7 +12,8 @@ module                    what
 ``webcam``                :class:`WebcamSource` (OpenCV capture, grabber thread, newest frame only)
 ``reconnect``             :class:`ReconnectingSource`, :class:`StatusFrame`, :func:`camera_lost_image`
 ``images``                :class:`ImageSource`, :class:`ImageSink`
-``videofile``             :class:`VideoFileSink` (PyAV encode, audio copied, temp file + rename)
+``videofile``             :class:`VideoFileSink` (PyAV encode, other streams kept, own temp file +
+                          lock + rename), :func:`plan_streams`
 ``vcam``                  :class:`VirtualCameraSink` (pyvirtualcam)
 ``preview``               :class:`PreviewSink`, its HUD (:func:`draw_hud`, :func:`hud_lines`) and
                           keys (:func:`handle_key`)
@@ -39,8 +40,9 @@ from typing import Optional, Union
 
 import numpy as np
 
-from warpcam.realtime.io.base import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, PathLike, Sink,
-                                      SinkError, Source, SourceError, _is_image_path,
+from warpcam.realtime.io.base import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, OutputLock, PathLike,
+                                      Sink, SinkError, Source, SourceError, _is_image_path,
+                                      create_temp_file, lock_path_for, remove_own_file,
                                       temp_path_for, to_bgr8)
 from warpcam.realtime.io.images import ImageSink, ImageSource
 from warpcam.realtime.io.null import NullSink, TeeSink
@@ -49,13 +51,15 @@ from warpcam.realtime.io.reconnect import ReconnectingSource, StatusFrame, camer
 from warpcam.realtime.io.slot import LatestSlot, SlotClosed
 from warpcam.realtime.io.vcam import VirtualCameraSink
 from warpcam.realtime.io.video import VideoFileSource
-from warpcam.realtime.io.videofile import VideoFileSink
+from warpcam.realtime.io.videofile import StreamPlan, VideoFileSink, plan_streams
 from warpcam.realtime.io.webcam import WebcamSource
 
 __all__ = [
     # base
     "Source", "Sink", "SourceError", "SinkError", "to_bgr8", "temp_path_for",
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
+    # one job per output file, temporary files of its own
+    "OutputLock", "lock_path_for", "create_temp_file", "remove_own_file",
     # the hand-over between threads
     "LatestSlot", "SlotClosed",
     # sources
@@ -64,6 +68,8 @@ __all__ = [
     # sinks
     "VideoFileSink", "VirtualCameraSink", "PreviewSink", "ImageSink", "NullSink", "TeeSink",
     "draw_hud", "hud_box", "hud_lines", "handle_key", "open_sink",
+    # what a video file sink keeps of its input's other streams
+    "StreamPlan", "plan_streams",
 ]
 
 
@@ -106,7 +112,9 @@ def open_sink(output: Optional[PathLike], *, source: Source, preview: bool = Fal
     - ``"null"`` -> :class:`NullSink`;
     - a path ending in ``.mp4 .mov .mkv .avi`` -> :class:`VideoFileSink`; for a
       :class:`~warpcam.realtime.io.VideoFileSource` it gets the input's time base (same
-      timestamps) and, when the input has audio, ``audio_from=source.path``;
+      timestamps) and, when the input has audio or any other stream, ``audio_from=source.path``
+      (every stream besides the edited video is kept: copied, or audio converted to AAC where
+      the container cannot hold it; see :func:`~warpcam.realtime.io.videofile.plan_streams`);
     - for an :class:`~warpcam.realtime.io.ImageSource`: a path with an image extension or a folder
       -> :class:`ImageSink`.
 
@@ -131,8 +139,8 @@ def open_sink(output: Optional[PathLike], *, source: Source, preview: bool = Fal
             kwargs = {}
             if isinstance(source, VideoFileSource):
                 kwargs["time_base"] = source.time_base
-                if source.audio_stream_present:
-                    kwargs["audio_from"] = source.path
+                if source.audio_stream_present or source.other_streams:
+                    kwargs["audio_from"] = source.path  # every stream besides the video
             main = VideoFileSink(path, width=source.width, height=source.height, fps=fps,
                                  input_path=source_path, **kwargs)
         elif isinstance(source, ImageSource):

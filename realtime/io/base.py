@@ -9,12 +9,19 @@
   applies its keys there; ``False`` stops the run). Failures raise :class:`SinkError`.
 - :func:`to_bgr8`, the extension lists, and the temporary-name helpers every file sink uses
   (:func:`temp_path_for`: write beside the output, rename at the end).
+- :class:`OutputLock` (one job per output file: an advisory ``flock`` on a lock file beside it,
+  holding the owner's pid) and :func:`create_temp_file` (a temporary file this job created
+  exclusively, removed by :func:`remove_own_file` only while it is still that file).
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import logging
 import os
+import secrets
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -31,7 +38,13 @@ __all__ = [
     "PathLike",
     "to_bgr8",
     "temp_path_for",
+    "lock_path_for",
+    "OutputLock",
+    "create_temp_file",
+    "remove_own_file",
 ]
+
+log = logging.getLogger("warpcam")
 
 #: File extensions (lower case, with the dot) read as still images.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -160,14 +173,255 @@ class SinkError(RuntimeError):
     """
 
 
+def _name_max(folder: Path) -> int:
+    """Longest file name (bytes) the file system of ``folder`` accepts (255 when unknown)."""
+    try:
+        return max(16, int(os.pathconf(str(folder) or ".", "PC_NAME_MAX")))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _fit_name(p: Path, name: str, tag: str, ext: str) -> Path:
+    """``name`` beside ``p``, or a short hashed ``.warpcam-HASH{tag}{ext}`` when it is too long.
+
+    An output name may use the whole 255 bytes a file system allows; the temporary and lock
+    names add a prefix and a tag, so for long outputs they fall back to a name made of a hash of
+    the output name (same folder, same extension, so the muxer is still chosen from it).
+    """
+    folder = p.parent
+    if len(os.fsencode(name)) <= _name_max(folder):
+        return p.with_name(name)
+    digest = hashlib.sha1(os.fsencode(p.name)).hexdigest()[:16]
+    ext_b = os.fsencode(ext)
+    if len(ext_b) > 32:  # a silly extension: keep it out of the short name
+        ext = ""
+    return p.with_name(f".warpcam-{digest}{tag}{ext}")
+
+
 def temp_path_for(path: PathLike) -> Path:
     """Temporary name used while writing ``path``: ``.NAME.warpcam-tmp.EXT`` in the same folder.
 
     Same folder, so the final ``os.replace`` is an atomic rename on the same file system; same
-    extension, so the muxer / image encoder is chosen from it as for the final name.
+    extension, so the muxer / image encoder is chosen from it as for the final name. When that
+    name would be longer than the file system allows (outputs of about 240 bytes and more), it is
+    ``.warpcam-HASH.warpcam-tmp.EXT`` (a hash of the output name).
+
+    This is the *preferred* name; :func:`create_temp_file` takes another one when it exists.
     """
     p = Path(path)
-    return p.with_name(f".{p.stem}.warpcam-tmp{p.suffix}")
+    return _fit_name(p, f".{p.stem}.warpcam-tmp{p.suffix}", ".warpcam-tmp", p.suffix)
+
+
+def _unique_temp_path(path: PathLike) -> Path:
+    """``.NAME.warpcam-PID-RANDOM.tmp.EXT`` beside ``path`` (hashed when too long)."""
+    p = Path(path)
+    tag = f".warpcam-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    return _fit_name(p, f".{p.stem}{tag}{p.suffix}", tag, p.suffix)
+
+
+FileId = Tuple[int, int]
+
+
+def create_temp_file(path: PathLike, *, preferred: Optional[PathLike] = None
+                     ) -> Tuple[Path, FileId]:
+    """Create, exclusively (``O_CREAT | O_EXCL``), an empty temporary file for writing ``path``.
+
+    The first choice is ``preferred`` (default :func:`temp_path_for`); when a file of that name
+    exists (an input that happens to have that name, a file left by a job that crashed) it is
+    left alone and a unique ``.NAME.warpcam-PID-RANDOM.tmp.EXT`` is created instead. Nothing is
+    ever opened that this call did not create.
+
+    Returns:
+        ``(temp_path, file_id)``: the file and its ``(st_dev, st_ino)``, for
+        :func:`remove_own_file`.
+
+    Raises:
+        OSError: the folder refused the file (permissions, full disk, ...).
+    """
+    first = Path(preferred) if preferred is not None else temp_path_for(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_NOFOLLOW", 0)
+    candidates = [first] + [None] * 8
+    for cand in candidates:
+        tmp = cand if cand is not None else _unique_temp_path(path)
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return tmp, (st.st_dev, st.st_ino)
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(first))
+
+
+def remove_own_file(path: Optional[PathLike], file_id: Optional[FileId]) -> None:
+    """Remove ``path`` only if it is still the file ``file_id`` names (the one this job created).
+
+    A file someone put there meanwhile, or ``file_id is None`` (nothing was created), is left
+    alone. Never raises.
+    """
+    if path is None or file_id is None:
+        return
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == tuple(file_id):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def lock_path_for(path: PathLike) -> Path:
+    """The lock file of output ``path``: ``.NAME.EXT.warpcam-lock`` beside it (hashed if long)."""
+    p = Path(path)
+    return _fit_name(p, f".{p.name}.warpcam-lock", ".warpcam-lock", "")
+
+
+_LOCK_MAGIC = b"warpcam pid "
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _read_lock(fd: int) -> Tuple[bytes, Optional[int]]:
+    try:
+        data = os.pread(fd, 256, 0)
+    except OSError:
+        return b"", None
+    pid = None
+    if data.startswith(_LOCK_MAGIC):
+        try:
+            pid = int(data[len(_LOCK_MAGIC):].split()[0])
+        except (ValueError, IndexError):
+            pid = None
+    return data, pid
+
+
+class OutputLock:
+    """One writer per output file: an advisory lock held while a job writes ``target``.
+
+    The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on :func:`lock_path_for` (``.NAME.EXT.warpcam-
+    lock`` beside the output), which holds ``warpcam pid N``. A second job (another process, or
+    another sink in this one) fails at once with :class:`SinkError` naming that pid. The kernel
+    drops the lock when its process dies, so a crashed job never blocks the next one: the lock
+    file it left (its pid no longer running) is reported through :attr:`stale_pid` and taken
+    over. :meth:`release` removes the lock file while still holding it (a job that opened the old
+    file meanwhile notices and retries on the new one).
+
+    Raises:
+        SinkError: another job holds the lock; a file of the lock's name exists that is not a
+            warpcam lock (it is left alone); the lock file cannot be created.
+    """
+
+    def __init__(self, target: PathLike) -> None:
+        self.target = Path(target)
+        self.path = lock_path_for(self.target)
+        self.stale_pid: Optional[int] = None
+        self._fd: Optional[int] = None
+        self._id: Optional[FileId] = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        for _ in range(50):
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as exc:
+                raise SinkError(f"cannot create the lock file {self.path}: "
+                                f"{exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _, pid = _read_lock(fd)
+                os.close(fd)
+                who = f"pid {pid}" if pid is not None else "another process"
+                raise SinkError(f"output {self.target} is being written by another warpcam job "
+                                f"({who}): wait for it to finish or choose another output") \
+                    from None
+            except OSError:  # a file system without flock: go on unlocked
+                os.close(fd)
+                return
+            st = os.fstat(fd)
+            try:
+                now = os.lstat(self.path)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)  # its owner removed it between our open and flock: take the new one
+                continue
+            break
+        else:  # pragma: no cover - a lock file replaced 50 times in a row
+            raise SinkError(f"cannot lock output {self.target}: its lock file keeps changing")
+        data, pid = _read_lock(fd)
+        if data and pid is None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise SinkError(f"{self.path} exists and is not a warpcam lock file: move it away "
+                            "or choose another output")
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            self.stale_pid = pid
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _LOCK_MAGIC + f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            self._fd, self._id = fd, (st.st_dev, st.st_ino)
+            self.release()
+            raise SinkError(f"cannot write the lock file {self.path}: "
+                            f"{exc.strerror or exc}") from None
+        self._fd, self._id = fd, (st.st_dev, st.st_ino)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def leftovers(self) -> list:
+        """Temporary files a crashed job (:attr:`stale_pid`) left beside the output.
+
+        They are reported, never deleted: this job cannot know they are not someone's data.
+        """
+        if self.stale_pid is None:
+            return []
+        p = self.target
+        found = []
+        for cand in (temp_path_for(p),):
+            if cand.exists():
+                found.append(cand)
+        prefix = f".{p.stem}.warpcam-{self.stale_pid}-"
+        try:
+            for entry in os.scandir(p.parent if str(p.parent) else "."):
+                if entry.name.startswith(prefix) and entry.name.endswith(f".tmp{p.suffix}"):
+                    found.append(p.with_name(entry.name))
+        except OSError:
+            pass
+        return found
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it) and drop the lock. Never raises."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        remove_own_file(self.path, self._id)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def __del__(self) -> None:  # a sink dropped without close/abort
+        try:
+            self.release()
+        except Exception:
+            pass
 
 
 def _remove_quietly(path: Path) -> None:

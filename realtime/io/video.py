@@ -1,10 +1,18 @@
 """Video files as a source: PyAV decode of the first video stream, every frame's timestamp kept.
 
-The audio is left in the file for the file sink (:mod:`warpcam.realtime.io.videofile`) to copy.
+The audio (and every other stream) is left in the file for the file sink
+(:mod:`warpcam.realtime.io.videofile`) to copy.
+
+Timestamps that jump back (two MPEG-TS recordings joined with ``cat``, a recorder that restarted
+its clock) are continued the way a player does: :class:`TimelineMender` adds an offset to every
+later timestamp so the timeline stays monotonic at the stream's own spacing, and one warning
+(logger ``"warpcam"``) says so, once per input (:func:`note_timeline_jump`).
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +24,75 @@ import numpy as np
 from warpcam.core.types import Frame
 from warpcam.realtime.io.base import Source, SourceError
 
-__all__ = ["VideoFileSource"]
+__all__ = ["VideoFileSource", "TimelineMender", "note_timeline_jump"]
+
+log = logging.getLogger("warpcam")
+
+
+class TimelineMender:
+    """Keep one stream's timestamps monotonic across jumps back, like a player.
+
+    Call it with each timestamp in order (``ts``, in the stream's time base, and the packet's
+    ``duration`` when known); it returns the offset to add to that timestamp (and to the ones
+    after it). Normally 0. When a timestamp goes back (or repeats, unless ``allow_equal``), the
+    offset grows so that it lands one step after the previous one: the previous packet's
+    duration, else the last spacing seen, else ``default_step``. A jump forward is a gap and is
+    kept. :attr:`jumps` counts the corrections, :attr:`first_jump_at` is the (corrected)
+    timestamp of the first one.
+    """
+
+    def __init__(self, *, allow_equal: bool = False) -> None:
+        self.offset = 0
+        self.jumps = 0
+        self.first_jump_at: Optional[int] = None
+        self._allow_equal = bool(allow_equal)
+        self._last: Optional[int] = None
+        self._last_duration: Optional[int] = None
+        self._spacing: Optional[int] = None
+
+    def __call__(self, ts: int, duration: Optional[int] = None, default_step: int = 1) -> int:
+        t = int(ts) + self.offset
+        if self._last is not None:
+            if t < self._last or (t == self._last and not self._allow_equal):
+                step = self._last_duration or self._spacing or max(1, int(default_step))
+                self.offset += self._last + step - t
+                t = self._last + step
+                self.jumps += 1
+                if self.first_jump_at is None:
+                    self.first_jump_at = t
+            elif t > self._last:
+                self._spacing = t - self._last
+        self._last = t
+        self._last_duration = int(duration) if duration and duration > 0 else None
+        return self.offset
+
+
+_jump_lock = threading.Lock()
+_jump_noted: set = set()
+
+
+def _jump_key(path) -> str:
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
+
+
+def note_timeline_jump(path, what: str, at_seconds: Optional[float]) -> None:
+    """Log, once per input file (until its source is closed), that its timeline was continued."""
+    key = _jump_key(path)
+    with _jump_lock:
+        if key in _jump_noted:
+            return
+        _jump_noted.add(key)
+    where = f" at {at_seconds:.2f} s" if at_seconds is not None else ""
+    log.warning(f"{path}: timestamps jump back{where} ({what}; joined recordings?): continuing "
+                "the timeline as a player does")
+
+
+def _forget_timeline_jump(path) -> None:
+    with _jump_lock:
+        _jump_noted.discard(_jump_key(path))
 
 
 def _av_reason(exc: BaseException) -> str:
@@ -55,6 +131,10 @@ class VideoFileSource(Source):
     ``height`` describe the upright picture. The file sink then writes upright pixels without a
     display matrix, so players show the same picture.
 
+    Timestamps that jump back (joined MPEG-TS files) are continued like a player does: every
+    later frame's ``pts`` gets an offset so it follows the previous one at the stream's spacing,
+    and one warning says so (see :class:`TimelineMender`). ``index`` counts every frame.
+
     The file is opened and its first frame decoded in the constructor, so a missing, non-video or
     unreadable file fails there. Iterating a second time re-opens the file and starts again.
 
@@ -87,6 +167,9 @@ class VideoFileSource(Source):
         self._fps = float(rate) if rate else None
         self._declared_frames = int(stream.frames or 0)
         self._audio_present = len(container.streams.audio) > 0
+        self._main_index = int(stream.index)
+        self._other_streams = tuple(
+            f"#{st.index} {st.type}" for st in container.streams if st.index != stream.index)
         self._rotation = int(round(getattr(first, "rotation", 0) or 0)) if autorotate else 0
         w, h = first.width, first.height
         if _rotate_code(self._rotation) in (cv2.ROTATE_90_CLOCKWISE,
@@ -149,8 +232,18 @@ class VideoFileSource(Source):
 
     @property
     def audio_stream_present(self) -> bool:
-        """Whether the file has at least one audio stream (the file sink copies the first)."""
+        """Whether the file has at least one audio stream (the file sink keeps every one)."""
         return self._audio_present
+
+    @property
+    def other_streams(self) -> tuple:
+        """The file's streams besides the decoded video (``"#1 audio"``, ...), for the sink."""
+        return self._other_streams
+
+    @property
+    def main_stream_index(self) -> int:
+        """Index (in the file) of the video stream that is decoded."""
+        return self._main_index
 
     @property
     def rotation(self) -> int:
@@ -176,12 +269,20 @@ class VideoFileSource(Source):
             step = max(1, int(round(1.0 / (self._fps * tb))))
         index = 0
         last_pts: Optional[int] = None
+        mender = TimelineMender()
+        reported = False
         av_frame = first
         while True:
             pts = av_frame.pts
             if pts is None:  # rare (raw streams): continue the cadence of the previous frames
                 pts = (last_pts + (step or 1)) if last_pts is not None else 0
             pts = int(pts)
+            last_pts = pts
+            pts += mender(pts, default_step=step or 1)
+            if mender.jumps and not reported:
+                reported = True
+                note_timeline_jump(self._path, "video",
+                                   float(mender.first_jump_at * tb) if tb else None)
             image = av_frame.to_ndarray(format="bgr24")
             if rot is not None:
                 image = cv2.rotate(image, rot)
@@ -194,7 +295,6 @@ class VideoFileSource(Source):
                 captured_at=time.perf_counter(),
             )
             index += 1
-            last_pts = pts
             try:
                 av_frame = next(frames)
             except StopIteration:
@@ -229,6 +329,7 @@ class VideoFileSource(Source):
                 pass
             self._container = None
         self._pending = None
+        _forget_timeline_jump(self._path)
         super().close()
 
     def __repr__(self) -> str:
