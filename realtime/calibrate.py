@@ -19,6 +19,7 @@ reaches ``warpcam.training``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     :func:`warpcam.training.gaze.calibrate.add_training_arguments`)."""
     from warpcam.training.gaze.calibrate import add_training_arguments
 
-    ap = argparse.ArgumentParser(
+    from warpcam.realtime.cli import _Parser, allow_negative_numbers
+
+    ap = _Parser(  # usage errors as one line, exit status 2
         prog="warpcam calibrate",
         description="Record yourself following a dot with your eyes, then build a personal gaze "
                     "model from the recording (use it with `warpcam --gaze-model OUT`).")
@@ -86,15 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--keep-recording", default=None, metavar="FILE.avi",
                     help="keep the recording here (default: a temporary file, removed)")
     add_training_arguments(ap)
-    return ap
+    return allow_negative_numbers(ap)
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, main_flags_ok: bool = False) -> int:
     """``warpcam calibrate``: record, then mine, fine-tune and export. Returns the exit status
-    (0, or 2 with a one-line error)."""
+    (0, or 2 with a one-line error).
+
+    Args:
+        argv: the flags (default ``sys.argv[1:]``).
+        main_flags_ok: ``run.py --calibrate`` passes the rest of warpcam's flags along
+            (``--smile 0.5``): accept and ignore those. Any flag neither command knows is
+            refused, as is every flag ``warpcam calibrate`` itself does not know.
+    """
     ap = build_parser()
-    # The rest of warpcam's options may come along from `run.py --calibrate`; ignore them.
-    a, _ = ap.parse_known_args(argv)
+    a, rest = ap.parse_known_args(argv)
+    unknown = rest
+    if rest and main_flags_ok:
+        from warpcam.realtime.cli import build_parser as main_parser
+        _, unknown = main_parser().parse_known_args(rest)
+    if unknown:
+        ap.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if not (math.isfinite(a.seconds) and 0 < a.seconds <= 3600):
+        ap.error(f"--seconds must be more than 0 and at most 3600, got {a.seconds:g}")
+    if not str(a.input).strip():
+        ap.error("--input is empty: give a webcam index or a video file")
 
     from warpcam.realtime.gaze_model import GazeModelError
     from warpcam.realtime.io import SourceError, open_source

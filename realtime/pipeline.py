@@ -73,6 +73,41 @@ class _Ring:
         return min(self.n, self.buf.size)
 
 
+class _SafeBar:
+    """A tqdm progress bar that never stops the work: the first failure to draw it (stderr
+    closed, a broken pipe, a full disk) turns it off for the rest of the run."""
+
+    def __init__(self, **kwargs):
+        try:
+            from tqdm import tqdm
+            self._bar = tqdm(**kwargs)
+        except Exception:
+            self._bar = None
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            try:
+                self._bar.update(n)
+            except Exception:
+                self._off()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            try:
+                self._bar.close()
+            except Exception:
+                pass
+            self._bar = None
+
+    def _off(self) -> None:
+        bar, self._bar = self._bar, None
+        try:
+            bar.disable = True  # tqdm's close() then writes nothing
+            bar.close()
+        except Exception:
+            pass
+
+
 class StageTimer:
     """Collects per-stage durations (seconds) and summarises them in milliseconds.
 
@@ -245,9 +280,8 @@ class Pipeline:
         """
         bar = None
         if progress and not getattr(source, "is_live", False):
-            from tqdm import tqdm
-            bar = tqdm(total=getattr(source, "frame_count", None), unit="frame",
-                       desc="warpcam", dynamic_ncols=True)
+            bar = _SafeBar(total=getattr(source, "frame_count", None), unit="frame",
+                           desc="warpcam", dynamic_ncols=True)
         started = time.perf_counter()
         live = bool(getattr(source, "is_live", False))
         feed = _Feed(self, source, live, max_frames) if threaded else None

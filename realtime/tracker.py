@@ -25,29 +25,62 @@ from warpcam.core import landmarks as lm
 from warpcam.realtime.smoothing import OneEuroFilter
 from warpcam.core.types import Face
 
+# Before mediapipe is imported: glog and TensorFlow's C++ logging to errors only.
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _quiet_absl() -> None:
+    """absl's Python logging (mediapipe's) to errors only."""
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        absl_logging.set_stderrthreshold("error")
+    except Exception:  # absl missing or another version: nothing to quiet
+        pass
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
-    """Silence the native (C++) stderr while mediapipe builds its graph: it prints TFLite and
-    absl start-up notices there that no user can act on. Python-level errors still raise."""
+    """Silence the native (C++) stderr, file descriptor 2, while mediapipe builds and starts its
+    graph: it prints TFLite and absl start-up notices there (``INFO: Created TensorFlow Lite
+    XNNPACK delegate``, ``inference_feedback_manager.cc``, ``landmark_projection_calculator.cc``)
+    that no user can act on. Python-level errors still raise. (The CLI points descriptor 2 at
+    /dev/null for its whole run, which also covers notices printed later.)"""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real fd (e.g. captured by a test runner)
+        os.fstat(2)
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to silence
         yield
         return
-    saved = os.dup(fd)
     try:
-        with open(os.devnull, "w") as null:
-            sys.stderr.flush()
-            os.dup2(null.fileno(), fd)
-            yield
+        for s in (sys.stderr, sys.__stderr__):
+            try:
+                s.flush()
+            except Exception:
+                pass
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, fd)
+        for s in (sys.stderr, sys.__stderr__):
+            try:
+                s.flush()
+            except Exception:
+                pass
+        os.dup2(saved, 2)
         os.close(saved)
+
+
+def _warm_up(mesh) -> None:
+    """One blank frame through a new graph, so that its start-up (the TFLite delegates, the
+    first inference) happens now, inside the silenced window, not later on a graph thread."""
+    blank = np.zeros((64, 64, 3), np.uint8)
+    blank.flags.writeable = False
+    mesh.process(blank)
 
 _IRIS_POINTS = lm.RIGHT_IRIS + lm.LEFT_IRIS
 _EYE_CENTRE_SETS = (lm.RIGHT_EYE_UPPER + lm.RIGHT_EYE_LOWER, lm.LEFT_EYE_UPPER + lm.LEFT_EYE_LOWER)
@@ -170,11 +203,17 @@ class FaceTracker:
         self.max_faces = max_faces
         self.static_images = static_images
         self.smooth = smooth and not static_images
+        _quiet_absl()
         with _native_stderr_silenced():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static_images, max_num_faces=max_faces, refine_landmarks=True,
                 min_detection_confidence=min_detection_confidence,
                 min_tracking_confidence=min_tracking_confidence)
+            try:
+                _warm_up(self._mesh)
+            except BaseException:
+                self._mesh.close()
+                raise
         self._warm = False
         self._tracks: List[_Track] = []
         self._next_id = 0
@@ -198,10 +237,10 @@ class FaceTracker:
         h, w = image_bgr.shape[:2]
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         rgb.flags.writeable = False
-        if not self._warm:  # the first call finishes the graph's start-up (more notices)
+        if not self._warm:  # until the first face: its landmark model prints notices too
             with _native_stderr_silenced():
                 res = self._mesh.process(rgb)
-            self._warm = True
+            self._warm = bool(res.multi_face_landmarks)
         else:
             res = self._mesh.process(rgb)
         out = []

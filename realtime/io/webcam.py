@@ -2,14 +2,23 @@
 
 The hand-over between the grabber thread and the consumer is a
 :class:`~warpcam.realtime.io.slot.LatestSlot` (old frames are latency).
+
+A camera that is unplugged and plugged in again may come back under another ``/dev/videoN``:
+:func:`camera_identity` reads what identifies it in sysfs (its name, its USB port, its node
+number on the device), :func:`find_camera` looks for that identity among the current nodes, and
+:func:`follow_camera` makes the reopening function the CLI hands to
+:class:`~warpcam.realtime.io.reconnect.ReconnectingSource`.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -18,7 +27,136 @@ from warpcam.core.types import Frame
 from warpcam.realtime.io.base import Source, SourceError, to_bgr8
 from warpcam.realtime.io.slot import LatestSlot, SlotClosed
 
-__all__ = ["WebcamSource"]
+__all__ = ["WebcamSource", "CameraIdentity", "camera_identity", "find_camera", "follow_camera",
+           "SYSFS_VIDEO4LINUX"]
+
+log = logging.getLogger("warpcam")
+
+#: Where Linux lists the video nodes (``videoN/name``, ``videoN/index``, ``videoN/device`` ->
+#: the USB interface). Tests point it at a fake tree (``sysfs_root=`` or this variable).
+SYSFS_VIDEO4LINUX = Path("/sys/class/video4linux")
+
+
+@dataclass(frozen=True)
+class CameraIdentity:
+    """What identifies a camera across unplugging, read from sysfs.
+
+    Attributes:
+        index: the ``N`` of ``/dev/videoN`` when it was read.
+        name: the driver's name of the device (``videoN/name``, e.g. ``"HD Pro Webcam C920"``).
+        bus_path: the USB port it hangs off: the ``videoN/device`` link resolved and made
+            relative to the sysfs root (``devices/pci0000:00/0000:00:14.0/usb1/1-2/1-2:1.0``);
+            ``None`` without the link.
+        node: ``videoN/index``: which node of the device this is (a UVC camera has a capture
+            node, 0, and a metadata node, 1, with the same name and port); ``None`` if absent.
+    """
+
+    index: int
+    name: str
+    bus_path: Optional[str]
+    node: Optional[int]
+
+    def __str__(self) -> str:
+        port = f", port {self.bus_path.rstrip('/').split('/')[-1]}" if self.bus_path else ""
+        return f"{self.name!r}{port}"
+
+
+def _sysfs(root: Optional[Union[str, os.PathLike]]) -> Path:
+    return Path(root) if root is not None else SYSFS_VIDEO4LINUX
+
+
+def camera_identity(index: int, *, sysfs_root: Optional[Union[str, os.PathLike]] = None
+                    ) -> Optional[CameraIdentity]:
+    """The identity of ``/dev/video{index}``, or ``None`` when sysfs does not describe it (not
+    Linux, no such node, unreadable)."""
+    node_dir = _sysfs(sysfs_root) / f"video{int(index)}"
+    try:
+        name = (node_dir / "name").read_text(errors="replace").strip()
+    except OSError:
+        return None
+    bus = None
+    dev = node_dir / "device"
+    if dev.exists():
+        target = Path(os.path.realpath(dev))
+        base = Path(os.path.realpath(_sysfs(sysfs_root))).parent.parent  # the sysfs mount
+        try:
+            bus = str(target.relative_to(base))
+        except ValueError:
+            bus = str(target)
+    node = None
+    try:
+        node = int((node_dir / "index").read_text().strip())
+    except (OSError, ValueError):
+        pass
+    return CameraIdentity(int(index), name, bus, node)
+
+
+def _indices(sysfs_root) -> List[int]:
+    root = _sysfs(sysfs_root)
+    try:
+        names = [p.name for p in root.iterdir()]
+    except OSError:
+        return []
+    return sorted(int(n[5:]) for n in names if n.startswith("video") and n[5:].isdigit())
+
+
+def find_camera(identity: CameraIdentity, *,
+                sysfs_root: Optional[Union[str, os.PathLike]] = None) -> Optional[int]:
+    """The current ``N`` of the camera ``identity`` describes, or ``None`` when it is not
+    plugged in.
+
+    Matched on the same node number (capture, not metadata) and, best first: the same name on
+    the same USB port; the same name on another port (moved to another socket); the same port
+    with another name (a driver that renames). Among equal matches the old index wins, then
+    the lowest.
+    """
+    best = None
+    for i in _indices(sysfs_root):
+        cur = camera_identity(i, sysfs_root=sysfs_root)
+        if cur is None or cur.node != identity.node:
+            continue
+        same_name, same_port = cur.name == identity.name, (
+            identity.bus_path is not None and cur.bus_path == identity.bus_path)
+        if same_name and same_port:
+            rank = 0
+        elif same_name:
+            rank = 1
+        elif same_port:
+            rank = 2
+        else:
+            continue
+        key = (rank, i != identity.index, i)
+        if best is None or key < best[0]:
+            best = (key, i)
+    return None if best is None else best[1]
+
+
+def follow_camera(index: int, open_index: Callable[[str], object], *,
+                  sysfs_root: Optional[Union[str, os.PathLike]] = None) -> Callable[[], object]:
+    """A reopening function for :class:`~warpcam.realtime.io.reconnect.ReconnectingSource`
+    that finds the camera again when it comes back under another ``/dev/videoN``.
+
+    The identity of ``/dev/video{index}`` is read now (while it is plugged in). Each call
+    looks it up again and calls ``open_index(str(N))`` with its current ``N``; while it is not
+    plugged in, it raises :class:`SourceError` rather than open another camera that took the
+    old number. Without a sysfs description (not Linux) it always opens ``index``.
+    """
+    ident = camera_identity(index, sysfs_root=sysfs_root)
+    last = [int(index)]
+
+    def reopen():
+        if ident is None:
+            return open_index(str(index))
+        now = find_camera(ident, sysfs_root=sysfs_root)
+        if now is None:
+            raise SourceError(f"webcam {ident} is not plugged in (was /dev/video{ident.index})")
+        if now != last[0]:
+            log.warning(f"webcam {ident} is back as /dev/video{now} (was /dev/video{last[0]})")
+            last[0] = now
+        return open_index(str(now))
+
+    reopen.identity = ident
+    return reopen
 
 
 def _default_api() -> int:
