@@ -101,6 +101,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-cache", action="store_true",
                     help="also run the full pipeline with the ROI field cache off and report "
                          "both (the JSON's cache_off)")
+    ap.add_argument("--reference-paths", action="store_true",
+                    help="the reference implementations (per-field CPU composite, scipy "
+                         "RBFInterpolator smile): the 'before' of docs/speed.md")
     ap.add_argument("--gaze-model", nargs="?", const="", default=None, metavar="FILE",
                     help="gaze by the learned model (.pt2; without FILE the bundled one) "
                          "instead of the landmark warp")
@@ -146,6 +149,11 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no frames decoded from {a.input}")
     h, w = frames[0].image.shape[:2]
 
+    if a.reference_paths:
+        from warpcam.kernels import cpu as _cpu
+        from warpcam.realtime.effects import smile as _smile
+        _smile.smile_flow = _smile.smile_flow_reference
+        _cpu.CpuCompositor.__init__.__defaults__ = (False,)
     options = {}
     if a.gaze_model is not None:
         from warpcam.realtime.gaze_model import load_gaze_model
@@ -226,6 +234,7 @@ def main(argv=None) -> dict:
         input=str(a.input), size=[w, h], frames=len(frames), rounds=a.rounds,
         max_faces=a.max_faces, gaze_pitch=a.gaze_pitch, smile=a.smile, backend=a.backend,
         gaze="model" if a.gaze_model is not None else "landmark",
+        paths="reference" if a.reference_paths else "fast",
         machine=dict(cpu=platform.processor() or platform.machine(), cores=os_.cpu_count(),
                      python=platform.python_version(),
                      loadavg=list(os_.getloadavg()) if hasattr(os_, "getloadavg") else None),
