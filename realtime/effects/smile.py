@@ -289,7 +289,31 @@ class SmileEffect(Effect):
                        meta=dict(strength=s, fade=fade, corner_shift_px=corners_shift.T))
 
 
+def _build(live, options) -> Effect:
+    """``options["model"]``: ``None`` for the landmark smile; a loaded smile model, or a
+    ``.pt2`` path (``""``: the bundled ``smile_deepwarp.pt2``) for the DeepWarp smile
+    (:mod:`warpcam.realtime.effects.smile_model`), loaded and checked before the first frame."""
+    model = (options or {}).get("model")
+    if model is None:
+        return SmileEffect(live)
+    import os
+
+    from warpcam.realtime.effects.base import EffectError
+    from warpcam.realtime.effects.smile_model import (ModelSmileEffect, SmileModelError,
+                                                      load_smile_model)
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            model = load_smile_model(model or None)
+        except SmileModelError as exc:
+            raise EffectError(str(exc)) from None
+    return ModelSmileEffect(live, model)
+
+
 SPEC = EffectSpec(
-    name="smile", settings_cls=SmileSettings, factory=lambda live, options: SmileEffect(live),
+    name="smile", settings_cls=SmileSettings, factory=_build,
     order=20, help="smile control: AU12 lip corner puller / AU15 lip corner depressor",
+    extra_args=(("--smile-model", dict(
+        nargs="?", const="", default=None, metavar="FILE",
+        help="edit the smile with the trained DeepWarp smile transformer (.pt2, seed 000) "
+             "instead of the landmark warp; without FILE: the bundled smile_deepwarp.pt2")),),
     hud_keys=(("]", "strength", 0.1), ("[", "strength", -0.1)))

@@ -1,0 +1,154 @@
+"""The model-driven smile (``--smile S --smile-model``): the aligned crop, WarpJobs feathered
+at the crop border, continuous delta, temporal stability, the yaw fade, loading checks and the
+bundled model."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from warpcam.realtime.effects import smile as smile_mod
+from warpcam.realtime.effects.smile import SmileEffect, SmileSettings
+from warpcam.realtime.effects.smile_model import (CROP, DEFAULT_MODEL, ModelSmileEffect,
+                                                  SmileModelError, aligned_affine,
+                                                  load_smile_model)
+
+
+class FakeModel:
+    """Constant upward flow in the mouth area, a small palette weight."""
+
+    anchors = 0
+
+    def __init__(self):
+        self.inputs = []
+
+    def __call__(self, crops, delta, anchors=None):
+        crops = np.asarray(crops)
+        assert crops.shape[1:] == (3, CROP, CROP) and 0 <= crops.min() and crops.max() <= 1
+        self.inputs.append((crops.copy(), np.asarray(delta).copy()))
+        n = len(crops)
+        flow = np.zeros((n, CROP, CROP, 2), np.float32)
+        flow[:, 40:52, 16:48, 1] = 2.0 * np.asarray(delta, np.float32).reshape(-1, 1, 1)
+        w = np.full((n, CROP, CROP), 0.1, np.float32)
+        return flow, w, np.array([0.8, 0.5, 0.4], np.float32)
+
+
+def _effect(s, model=None):
+    return ModelSmileEffect(SmileSettings(strength=s), model or FakeModel())
+
+
+def test_spec_has_the_model_option():
+    flags = [f for f, _ in smile_mod.SPEC.extra_args]
+    assert flags == ["--smile-model"]
+    live = smile_mod.LiveSettings(SmileSettings(strength=0.5))
+    assert isinstance(smile_mod.SPEC.factory(live, {}), SmileEffect)
+    assert isinstance(smile_mod.SPEC.factory(live, {"model": FakeModel()}), ModelSmileEffect)
+
+
+def test_aligned_crop_is_the_training_crop(astronaut_face):
+    from warpcam.training.data import align
+    np.testing.assert_allclose(aligned_affine(astronaut_face.landmarks),
+                               align.align_affine(astronaut_face.landmarks, 64), atol=1e-9)
+
+
+def test_jobs_feathered_continuous_and_still(astronaut, astronaut_face):
+    m = FakeModel()
+    eff = _effect(1.0, m)
+    for _ in range(8):  # delta converges (smoothed)
+        jobs = eff.jobs(astronaut, [astronaut_face])
+    assert len(jobs) == 1 and jobs[0].kind == "face"
+    j = jobs[0]
+    assert j.flow.shape == (CROP, CROP, 2) and j.alpha.shape == (CROP, CROP)
+    for a in (j.alpha, j.flow[..., 1], j.palette_mix[0]):  # zero on the crop border
+        assert np.abs(a[0]).max() == 0 and np.abs(a[-1]).max() == 0
+        assert np.abs(a[:, 0]).max() == 0 and np.abs(a[:, -1]).max() == 0
+    assert m.inputs[-1][1].tolist() == [1.0]  # the network runs at sign(delta)
+    calls = eff.calls
+    again = eff.jobs(astronaut, [astronaut_face])[0]
+    assert eff.calls == calls, "a still face reuses the network's fields"
+    np.testing.assert_array_equal(again.flow, j.flow)
+    np.testing.assert_array_equal(again.crop_to_frame, j.crop_to_frame)
+    half = _effect(0.5, FakeModel())
+    for _ in range(8):
+        h = half.jobs(astronaut, [astronaut_face])[0]
+    np.testing.assert_allclose(h.flow, 0.5 * j.flow, atol=1e-6)
+    neg = _effect(-1.0, m)
+    for _ in range(8):
+        jn = neg.jobs(astronaut, [astronaut_face])[0]
+    assert m.inputs[-1][1].tolist() == [-1.0] and jn.flow[..., 1].min() < 0
+    assert _effect(0.0).jobs(astronaut, [astronaut_face]) == []
+
+
+def test_small_motion_keeps_the_crop_and_large_follows(astronaut, astronaut_face):
+    eff = _effect(1.0)
+    a0 = eff.jobs(astronaut, [astronaut_face])[0].crop_to_frame
+    jig = dataclasses.replace(astronaut_face, landmarks=astronaut_face.landmarks + 0.3)
+    np.testing.assert_array_equal(eff.jobs(astronaut, [jig])[0].crop_to_frame, a0)
+    moved = dataclasses.replace(astronaut_face, landmarks=astronaut_face.landmarks + 20.0)
+    a2 = eff.jobs(astronaut, [moved])[0].crop_to_frame
+    assert abs(a2[0, 2] - a0[0, 2]) > 5
+
+
+def test_yaw_fade(astronaut, astronaut_face):
+    turned = dataclasses.replace(astronaut_face, yaw=50.0)
+    eff = _effect(1.0)
+    assert all(eff.jobs(astronaut, [turned]) == [] for _ in range(3))
+    half = dataclasses.replace(astronaut_face, yaw=27.5)
+    eff = _effect(1.0)
+    for _ in range(10):
+        j = eff.jobs(astronaut, [half])[0]
+    assert 0.2 < j.meta["fade"] < 0.8 and abs(j.meta["strength"] - j.meta["fade"]) < 1e-6
+
+
+def test_refuses_bad_files(tmp_path):
+    with pytest.raises(SmileModelError):
+        load_smile_model(tmp_path / "missing.pt2")
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    with pytest.raises(SmileModelError):
+        load_smile_model(tmp_path / "junk.pt2")
+    from warpcam.realtime.gaze_model import DEFAULT_MODEL as GAZE
+    with pytest.raises(SmileModelError, match="smile"):
+        load_smile_model(GAZE)
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="models/smile_deepwarp.pt2 not built")
+def test_bundled_model_runs_on_the_astronaut(astronaut, astronaut_face):
+    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert meta["kind"] == "warpcam.smile.deepwarp" and meta["training_data"]
+    assert DEFAULT_MODEL.stat().st_size < 2_000_000
+    model = load_smile_model(device="cpu", threads=None)
+    eff = ModelSmileEffect(SmileSettings(strength=1.0), model)
+    from warpcam.kernels.cpu import CpuCompositor
+    for _ in range(6):
+        jobs = eff.jobs(astronaut, [astronaut_face])
+    out = CpuCompositor().composite(astronaut, jobs)
+    diff = np.abs(out.astype(int) - astronaut.astype(int)).max(axis=2)
+    assert diff.max() > 0
+    ys, xs = np.nonzero(diff)
+    corners = np.array([[0, 0, 1], [63, 0, 1], [0, 63, 1], [63, 63, 1]]) @ jobs[0].crop_to_frame.T
+    assert xs.min() >= corners[:, 0].min() - 2 and xs.max() <= corners[:, 0].max() + 2
+    assert ys.min() >= corners[:, 1].min() - 2 and ys.max() <= corners[:, 1].max() + 2
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="models/smile_deepwarp.pt2 not built")
+def test_cli_smile_model(tmp_path, capsys):
+    import cv2
+    from warpcam.realtime import cli
+    from tests.realdata import astronaut_bgr
+    img = astronaut_bgr()
+    src, out = tmp_path / "a.png", tmp_path / "b.png"
+    cv2.imwrite(str(src), img)
+    try:
+        code = cli.main(["--input", str(src), "--output", str(out), "--smile", "1",
+                         "--smile-model"])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 0, capsys.readouterr().err
+    res = cv2.imread(str(out))
+    assert res.shape == img.shape and np.any(res != img)
+    try:
+        code = cli.main(["--input", str(src), "--output", str(tmp_path / "c.png"), "--smile",
+                         "1", "--smile-model", str(tmp_path / "missing.pt2")])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and "smile model" in capsys.readouterr().err

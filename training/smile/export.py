@@ -1,0 +1,124 @@
+"""Export a trained smile checkpoint (its transformer T) as a ``torch.export`` program with
+metadata.
+
+    python -m warpcam.training.smile.export --checkpoint runs/smile_cpu/checkpoint.pt \\
+        --out models/smile_deepwarp.pt2
+
+The program is :class:`warpcam.training.smile.model.SmileInference`: ``(img (N, 3, 64, 64) RGB
+[0, 1], delta (N, 1)[, anchors (N, 4, 2)]) -> (flow (N, 2, 64, 64) crop pixels (x, y),
+lcm_weight (N, 1, 64, 64), palette (3,) RGB [0, 1])``, dynamic batch 1..64, batch norm in eval
+mode (running statistics), the training mean image ``mu`` inside. Metadata
+(:class:`warpcam.core.artifact.ArtifactMeta`, embedded and in ``OUT.json``): ``roi = "face"``,
+the aligned-face template, delta convention, config, data and terms. The written archive is
+checked with :func:`warpcam.core.artifact.read_meta` (nothing in it may need unpickling);
+on failure nothing is written at ``OUT``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from warpcam.core import artifact
+from warpcam.core.artifact import ArtifactError, ArtifactMeta
+from warpcam.training.gaze.export import ExportError
+from warpcam.training.smile.model import SIZE, SmileGAN, SmileInference, SmileNetConfig
+
+#: The artifact kind of a DeepWarp smile model (what the smile effect's loader asks for).
+MODEL_KIND = "warpcam.smile.deepwarp"
+TERMS = ("CelebA (Liu et al., ICCV 2015) and MPLab GENKI-4K (http://mplab.ucsd.edu): "
+         "non-commercial research only")
+
+
+def model_from_checkpoint(path) -> tuple:
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = SmileNetConfig.from_dict(st.get("extra", {}).get("config", {}))
+    net = SmileGAN(cfg)
+    net.load_state_dict(st["model"])
+    return net.eval(), st
+
+
+def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "") -> dict:
+    from warpcam.training.data import align
+    extra = ckpt.get("extra", {})
+    args = ckpt.get("args", {})
+    mins = extra.get("minutes")
+    meta = ArtifactMeta(
+        kind=MODEL_KIND, format=artifact.FORMAT_VERSION, roi="face", crop_h=SIZE, crop_w=SIZE,
+        crop_notes=dict(rule="aligned face (warpcam.training.data.align.align_affine): "
+                        "least-squares similarity of the eye centres and the mouth centre "
+                        "onto the template", template={k: list(v) for k, v in
+                                                        align.TEMPLATE.items()},
+                        border="replicate"),
+        input=artifact.InputSpec(layout="NCHW", channels="RGB", range=(0.0, 1.0)),
+        conditioning=artifact.ConditioningSpec(
+            name="smile change delta", order=("delta",), units="",
+            convention="+1 adds a smile, -1 removes it (trained on +-1 only; the effect runs "
+                       "sign(delta) and scales the flow and LCM weight by |delta|)"),
+        outputs=(artifact.OutputSpec("flow", "(N, 2, H, W) backward warp in crop pixels, (x, y)"),
+                 artifact.OutputSpec("lcm_weight", "(N, 1, H, W) palette weight"),
+                 artifact.OutputSpec("palette", "(3,) RGB in [0, 1]")),
+        config=cfg.to_dict(),
+        training=artifact.TrainingInfo(
+            data=tuple(extra.get("data", [])), sizes=tuple(extra.get("data_sizes", [])),
+            steps=ckpt.get("step"), epochs=ckpt.get("epoch"),
+            commit=extra.get("commit", "unknown"), seed=args.get("seed"),
+            exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            minutes=round(float(mins), 1) if mins is not None else None, notes=notes),
+        extra=dict(terms=TERMS, anchors=cfg.anchors))
+    return meta.to_dict()
+
+
+def export(net: SmileGAN, meta: dict, out) -> Path:
+    """Write ``out`` (``.pt2`` with the metadata embedded) and ``out.json``.
+
+    Raises:
+        ArtifactError: invalid metadata. ExportError: the archive would need unpickling.
+    """
+    t = net.T.eval()
+    inf = SmileInference(t).eval()
+    n = 2
+    args = [torch.rand(n, 3, SIZE, SIZE), torch.ones(n, 1)]
+    batch = torch.export.Dim("batch", min=1, max=64)
+    shapes = [{0: batch}, {0: batch}]
+    if t.cfg.anchors:
+        args.append(torch.rand(n, t.cfg.anchors, 2) * 60)
+        shapes.append({0: batch})
+    with torch.no_grad():
+        ep = torch.export.export(inf, tuple(args), dynamic_shapes=tuple(shapes))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m = ArtifactMeta.from_dict(meta)
+    tmp = out.with_name(out.name + ".tmp.pt2")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        torch.export.save(ep, str(tmp), extra_files=artifact.meta_extra_files(m))
+    try:
+        back = artifact.read_meta(tmp)
+    except ArtifactError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"export refused, the archive would not load safely: {exc}") from None
+    if back != m:
+        tmp.unlink(missing_ok=True)
+        raise ExportError("export refused: the metadata does not read back unchanged")
+    tmp.replace(out)
+    artifact.write_sidecar(m, out)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Export a smile checkpoint to a .pt2 program.")
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--out", default="models/smile_deepwarp.pt2")
+    ap.add_argument("--notes", default="")
+    a = ap.parse_args(argv)
+    net, ckpt = model_from_checkpoint(a.checkpoint)
+    out = export(net, metadata(net.cfg, ckpt, a.notes), a.out)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
