@@ -25,6 +25,13 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
+# The frame path's matrices are tiny: a BLAS thread pool only wakes a second thread that fights
+# mediapipe and the tracking thread for the two cores (a 0.07 ms solve measured up to 8 ms under
+# load, docs/speed.md). Set before numpy loads; a user's own setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+del _var
+
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 EXIT_INTERNAL = 1
 #: ``--max-faces`` upper bound: mediapipe's cost grows with every face it looks for, and no
