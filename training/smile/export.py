@@ -114,9 +114,15 @@ def main(argv=None):
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--out", default="models/smile_deepwarp.pt2")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="training wall time to record (default: the checkpoint's run; give "
+                         "the total when the run was continued with --init)")
     a = ap.parse_args(argv)
     net, ckpt = model_from_checkpoint(a.checkpoint)
-    out = export(net, metadata(net.cfg, ckpt, a.notes), a.out)
+    meta = metadata(net.cfg, ckpt, a.notes)
+    if a.minutes is not None:
+        meta["training_minutes"] = float(a.minutes)
+    out = export(net, meta, a.out)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.with_suffix('.json')}")
 
 
