@@ -294,7 +294,8 @@ class EffectSpec:
         help: one line for ``--help``'s group title.
         extra_args: extra command-line options that are not live settings, as
             ``(flag, argparse keyword arguments)`` pairs (for example ``--gaze-model``).
-        hud_keys: preview keys ``{key: (field, step or None for a toggle)}``.
+        hud_keys: preview keys as ``(key, field, step)`` triples; ``step`` None toggles a
+            bool field, a number is added to a numeric one (clipped to its range).
     """
 
     name: str
