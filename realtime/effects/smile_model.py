@@ -37,7 +37,7 @@ import numpy as np
 
 from warpcam.core import landmarks as lm
 from warpcam.core.eyes import eye_roi
-from warpcam.core.geometry import border_window, fade_between, invert_affine
+from warpcam.core.geometry import border_window, fade_between, invert_affine, similarity_fit
 from warpcam.core.mouth import mouth_roi
 from warpcam.core.types import Face, WarpJob
 from warpcam.realtime.effects.base import Effect, FrameCrops, LiveSettings
@@ -67,22 +67,10 @@ def face_points(pts: np.ndarray) -> np.ndarray:
     return np.stack([eye_roi(p, "right")[0], eye_roi(p, "left")[0], mouth_roi(p)[0]])
 
 
-def _similarity(src, dst) -> np.ndarray:
-    z = np.asarray(src, np.float64) @ np.array([1.0, 1j])
-    w = np.asarray(dst, np.float64) @ np.array([1.0, 1j])
-    zc, wc = z - z.mean(), w - w.mean()
-    den = float(np.sum(np.abs(zc) ** 2))
-    if den < 1e-12:
-        raise ValueError("degenerate points for a similarity fit")
-    a = np.sum(wc * np.conj(zc)) / den
-    b = w.mean() - a * z.mean()
-    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
-
-
 def aligned_affine(landmarks: np.ndarray, size: int = CROP) -> np.ndarray:
     """``crop_to_frame`` (2 x 3) of the aligned ``size x size`` face."""
     tmpl = np.array(TEMPLATE) * size - 0.5
-    return invert_affine(_similarity(face_points(landmarks), tmpl))
+    return invert_affine(similarity_fit(face_points(landmarks), tmpl))
 
 
 def crop_anchors(landmarks: np.ndarray, A: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ import numpy as np
 
 from warpcam.core import landmarks as lm
 from warpcam.core.eyes import eye_roi
-from warpcam.core.geometry import apply_affine, invert_affine
+from warpcam.core.geometry import apply_affine, invert_affine, similarity_fit  # noqa: F401
 from warpcam.core.mouth import mouth_corners, mouth_roi
 
 #: Template positions (fractions of the crop side; module docstring).
@@ -70,19 +70,6 @@ def face_points(landmarks: np.ndarray) -> np.ndarray:
 def template_points(size: int) -> np.ndarray:
     """``3 x 2`` template positions in crop pixels of a ``size x size`` crop."""
     return np.array([TEMPLATE[k] for k in TEMPLATE_ORDER], np.float64) * size - 0.5
-
-
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2 x 3 similarity ``M`` minimising ``sum |M src_i - dst_i|^2`` (no reflection)."""
-    z = np.asarray(src, np.float64) @ np.array([1.0, 1j])
-    w = np.asarray(dst, np.float64) @ np.array([1.0, 1j])
-    zc, wc = z - z.mean(), w - w.mean()
-    den = float(np.sum(np.abs(zc) ** 2))
-    if den < 1e-12:
-        raise ValueError("degenerate points for a similarity fit")
-    a = np.sum(wc * np.conj(zc)) / den
-    b = w.mean() - a * z.mean()
-    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
 def align_affine(landmarks: np.ndarray, size: int) -> np.ndarray:

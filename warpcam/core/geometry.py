@@ -40,6 +40,24 @@ def roi_affines(centres, angles, roi_w_px, roi_h_px, crop_w: int, crop_h: int) -
     return np.concatenate([lin, off[..., None]], -1)
 
 
+def similarity_fit(src, dst) -> np.ndarray:
+    """2 x 3 similarity ``M`` (rotation, uniform scale, translation; no reflection) minimising
+    ``sum |M src_i - dst_i|^2`` over ``N x 2`` point sets, in closed form (complex least squares).
+
+    Raises:
+        ValueError: the source points coincide (no similarity is defined).
+    """
+    z = np.asarray(src, np.float64) @ np.array([1.0, 1j])
+    w = np.asarray(dst, np.float64) @ np.array([1.0, 1j])
+    zc, wc = z - z.mean(), w - w.mean()
+    den = float(np.sum(np.abs(zc) ** 2))
+    if den < 1e-12:
+        raise ValueError("degenerate points for a similarity fit")
+    a = np.sum(wc * np.conj(zc)) / den
+    b = w.mean() - a * z.mean()
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+
+
 def invert_affine(a: np.ndarray) -> np.ndarray:
     """Inverse of a 2 x 3 affine, in closed form.
 
