@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -31,13 +30,10 @@ from warpcam.core import artifact
 from warpcam.core.artifact import META_NAME, ArtifactError, ArtifactMeta  # noqa: F401
 from warpcam.core.eyes import EYE_CROP_H as CROP_H, EYE_CROP_W as CROP_W
 from warpcam.training.gaze.model import DeepWarpGaze, GazeInference, GazeNetConfig
+from warpcam.training.common.export import ExportError, save_verified  # noqa: F401
 
 #: The artifact kind of a DeepWarp gaze model (what the runtime's gaze loader asks for).
 MODEL_KIND = "warpcam.gaze.deepwarp"
-
-
-class ExportError(RuntimeError):
-    """The exported archive would need unpickling (or evaluation) to load: not written."""
 
 
 def model_from_checkpoint(path) -> tuple:
@@ -99,24 +95,7 @@ def export(net: DeepWarpGaze, meta: dict, out) -> Path:
         args.append(torch.rand(n, 7, 2) * 40)
         shapes.append({0: batch})
     ep = torch.export.export(inf, tuple(args), dynamic_shapes=tuple(shapes))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    m = ArtifactMeta.from_dict(meta)  # one schema for writer and reader (ArtifactError)
-    tmp = out.with_name(out.name + ".tmp.pt2")
-    with warnings.catch_warnings():  # torch's note about CPU-only weight groups
-        warnings.filterwarnings("ignore", message="No complete tensor found")
-        torch.export.save(ep, str(tmp), extra_files=artifact.meta_extra_files(m))
-    try:  # the loader's check: no entry may need unpickling
-        back = artifact.read_meta(tmp)
-    except ArtifactError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"export refused, the archive would not load safely: {exc}") from None
-    if back != m:
-        tmp.unlink(missing_ok=True)
-        raise ExportError("export refused: the metadata does not read back unchanged")
-    tmp.replace(out)
-    artifact.write_sidecar(m, out)
-    return out
+    return save_verified(ep, meta, out)
 
 
 def main(argv=None):

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from warpcam.core import artifact
-from warpcam.core.artifact import ArtifactError, ArtifactMeta
-from warpcam.training.gaze.export import ExportError
+from warpcam.core.artifact import ArtifactMeta
+from warpcam.training.common.export import ExportError, save_verified  # noqa: F401
 from warpcam.training.smile.model import SIZE, SmileGAN, SmileInference, SmileNetConfig
 
 #: The artifact kind of a DeepWarp smile model (what the smile effect's loader asks for).
@@ -89,24 +88,7 @@ def export(net: SmileGAN, meta: dict, out) -> Path:
         shapes.append({0: batch})
     with torch.no_grad():
         ep = torch.export.export(inf, tuple(args), dynamic_shapes=tuple(shapes))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    m = ArtifactMeta.from_dict(meta)
-    tmp = out.with_name(out.name + ".tmp.pt2")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No complete tensor found")
-        torch.export.save(ep, str(tmp), extra_files=artifact.meta_extra_files(m))
-    try:
-        back = artifact.read_meta(tmp)
-    except ArtifactError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"export refused, the archive would not load safely: {exc}") from None
-    if back != m:
-        tmp.unlink(missing_ok=True)
-        raise ExportError("export refused: the metadata does not read back unchanged")
-    tmp.replace(out)
-    artifact.write_sidecar(m, out)
-    return out
+    return save_verified(ep, meta, out)
 
 
 def main(argv=None):
