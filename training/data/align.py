@@ -45,7 +45,7 @@ import numpy as np
 from warpcam.core import landmarks as lm
 from warpcam.core.eyes import eye_roi
 from warpcam.core.geometry import apply_affine, invert_affine, similarity_fit  # noqa: F401
-from warpcam.core.mouth import mouth_corners, mouth_roi
+from warpcam.core.mouth import mouth_box_points, mouth_corners, mouth_roi  # noqa: F401
 
 #: Template positions (fractions of the crop side; module docstring).
 TEMPLATE = {"right_eye": (0.35, 0.38), "left_eye": (0.65, 0.38), "mouth": (0.50, 0.71)}
@@ -119,25 +119,7 @@ def mouth_box(landmarks: np.ndarray, image_shape=None,
     ``image_shape`` (``-0.5 .. W - 0.5``); neither given: not clamped."""
     p = np.asarray(landmarks, np.float64)[:, :2]
     c_r, c_l = mouth_corners(p)
-    nose = p[lm.NOSE_TIP]
-    f0 = 0.5 * (c_r + c_l)
-    b = f0 - nose
-    corner = c_l if c_l[0] >= c_r[0] else c_r
-    e = corner - f0
-    a = math.sqrt(float(e @ e + b @ b))
-    a_vec = e / (np.linalg.norm(e) + 1e-9) * a
-    p1, p2 = f0 - b - a_vec, f0 + b + a_vec
-    box = np.array([min(p1[0], p2[0]), min(p1[1], p2[1]), max(p1[0], p2[0]), max(p1[1], p2[1])])
-    if bounds is None and image_shape is not None:
-        bounds = (-0.5, -0.5, image_shape[1] - 0.5, image_shape[0] - 0.5)
-    if bounds is not None:
-        clamped = np.array([max(box[0], bounds[0]), max(box[1], bounds[1]),
-                            min(box[2], bounds[2]), min(box[3], bounds[3])])
-        changed = bool(np.any(np.abs(clamped - box) > 1e-6))
-        box = clamped
-    else:
-        changed = False
-    return box, changed
+    return mouth_box_points(p[lm.NOSE_TIP], c_r, c_l, image_shape, bounds)
 
 
 def box_affine(box, w: int, h: int) -> np.ndarray:

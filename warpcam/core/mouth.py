@@ -38,3 +38,36 @@ def mouth_roi(pts: np.ndarray) -> Tuple[np.ndarray, float, float]:
     a, b = mouth_corners(p)
     centre = p[LIPS_INDEX].mean(axis=0)
     return centre, math.atan2(b[1] - a[1], b[0] - a[0]), float(np.linalg.norm(b - a))
+
+
+def mouth_box_points(nose, corner_a, corner_b, image_shape=None,
+                     bounds: Tuple[float, float, float, float] = None) -> Tuple[np.ndarray, bool]:
+    """KeepSmiling's mouth box (seed 003, ``our_image_cropper``) from the nose tip and the two
+    mouth corners (image pixels, corners in either order; e.g. MTFL's five points, or FaceMesh
+    1, 61, 291 through :func:`warpcam.training.data.align.mouth_box`): ``f0`` = midpoint of the
+    corners, ``b = f0 - nose``, ``e = corner - f0`` (the corner toward image +x),
+    ``a = sqrt(|e|^2 + |b|^2)``, ``a_vec = a e / |e|``; the axis-aligned box spanned by
+    ``f0 - b - a_vec`` and ``f0 + b + a_vec``.
+
+    Returns ``(box (x0, y0, x1, y1) float64 edges, clamped)``: clamped to ``bounds`` (edges) or
+    else to ``image_shape`` (``-0.5 .. W - 0.5``); neither given: not clamped (False)."""
+    nose = np.asarray(nose, np.float64)
+    c_r, c_l = np.asarray(corner_a, np.float64), np.asarray(corner_b, np.float64)
+    f0 = 0.5 * (c_r + c_l)
+    b = f0 - nose
+    corner = c_l if c_l[0] >= c_r[0] else c_r
+    e = corner - f0
+    a = math.sqrt(float(e @ e + b @ b))
+    a_vec = e / (np.linalg.norm(e) + 1e-9) * a
+    p1, p2 = f0 - b - a_vec, f0 + b + a_vec
+    box = np.array([min(p1[0], p2[0]), min(p1[1], p2[1]), max(p1[0], p2[0]), max(p1[1], p2[1])])
+    if bounds is None and image_shape is not None:
+        bounds = (-0.5, -0.5, image_shape[1] - 0.5, image_shape[0] - 0.5)
+    if bounds is not None:
+        clamped = np.array([max(box[0], bounds[0]), max(box[1], bounds[1]),
+                            min(box[2], bounds[2]), min(box[3], bounds[3])])
+        changed = bool(np.any(np.abs(clamped - box) > 1e-6))
+        box = clamped
+    else:
+        changed = False
+    return box, changed
