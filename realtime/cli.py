@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the virtual camera")
     p.add_argument("--preview", action="store_true", help="show a preview window with a HUD "
                    "(keys: g toggles gaze, [ and ] change the smile, q quits)")
-    p.add_argument("--max-faces", type=_int_in(1, MAX_FACES), default=1, metavar="N",
-                   help=f"most faces edited per frame, 1 to {MAX_FACES} (default 1)")
+    p.add_argument("--max-faces", type=_int_in(1, MAX_FACES), default=None, metavar="N",
+                   help=f"most faces edited per frame, 1 to {MAX_FACES} (default 1; "
+                        f"{MAX_FACES} with --keep-smiling, which edits every face)")
     from warpcam.kernels import backend_names
     p.add_argument("--backend", choices=backend_names(), default="auto",
                    help="compositor backend (default auto: cuda with a GPU, else cpu)")
@@ -516,6 +517,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
                          main_flags_ok=argv[:1] != ["calibrate"])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.max_faces is None:  # KeepSmiling is for group photos: every face by default
+        args.max_faces = MAX_FACES if getattr(args, "effect__keep_smiling__enabled", None) else 1
     _validate(parser, args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="warpcam: %(message)s")

@@ -20,7 +20,8 @@ from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, Fram
 log = logging.getLogger("warpcam")
 
 #: Modules of the built-in effects, each with a module-level ``SPEC``.
-BUILTIN_MODULES = ("warpcam.realtime.effects.gaze", "warpcam.realtime.effects.smile")
+BUILTIN_MODULES = ("warpcam.realtime.effects.gaze", "warpcam.realtime.effects.smile",
+                   "warpcam.realtime.effects.keep_smiling")
 
 _REGISTRY: Dict[str, EffectSpec] = {}
 _loaded = False
