@@ -56,6 +56,9 @@ CROP = 64
 #: Mask radii (fractions of the box half-sides) and the feather share of the radius.
 MASK_RX, MASK_RY, MASK_FEATHER, MASK_BORDER = 0.9, 0.8, 0.45, 0.06
 GAIN_RANGE = (0.5, 2.0)
+#: a change of the decoded mouth (RGB [0, 1], max over channels) from which the network's
+#: output replaces the frame fully (attention 0)
+CHANGE_SCALE = 0.12
 #: mean absolute difference (RGB [0, 1]) of a track's mouth crop from its last one beyond which
 #: it is taken to be another face (next photo of a folder, a scene cut): no smoothing then.
 NEW_FACE_DIFF = 0.12
@@ -322,18 +325,23 @@ class KeepSmilingEffect(Effect):
         centre = np.asarray(f0) - [ox, oy]
         mask = mouth_mask(h, w, centre, MASK_RX * np.asarray(a_vec),
                           MASK_RY * np.linalg.norm(b) * np.array([0.0, 1.0]))
-        rec_up = up(recon)
-        delta = up(edit) - rec_up
+        rec_up, edit_up = up(recon), up(edit)
         wm = mask > 0.05
-        if wm.sum() >= 16:
-            gain = region[wm].std(0) / np.maximum(rec_up[wm].std(0), 1e-3)
-            gain = np.clip(gain, *GAIN_RANGE)
+        if wm.sum() >= 16:  # colour match: the map that takes recon's colours to the face's
+            mu_f, sd_f = region[wm].mean(0), region[wm].std(0)
+            mu_r, sd_r = rec_up[wm].mean(0), rec_up[wm].std(0)
+            gain = np.clip(sd_f / np.maximum(sd_r, 1e-3), *GAIN_RANGE)
         else:
+            mu_f = mu_r = np.zeros(3, np.float32)
             gain = np.ones(3, np.float32)
-        colour = np.clip(region + delta * gain, 0.0, 1.0)[..., ::-1] * 255.0  # RGB -> BGR
+        colour = np.clip((edit_up - mu_r) * gain + mu_f, 0.0, 1.0)[..., ::-1] * 255.0
+        # attention: the frame's own pixels where the network changes nothing, its output
+        # where the translation changes the mouth
+        change = cv2.GaussianBlur(np.abs(edit - recon).max(axis=0), (0, 0), 1.0)
+        att = 1.0 - smoothstep(up(change[None]) / CHANGE_SCALE)
         return WarpJob(crop_to_frame=A, flow=np.zeros((h, w, 2), np.float32), alpha=mask,
                        color=np.ascontiguousarray(colour, np.float32),
-                       attention=np.zeros((h, w), np.float32), kind="mouth",
+                       attention=np.ascontiguousarray(att, np.float32), kind="mouth",
                        face_id=face.track_id,
                        meta=dict(box=tuple(float(v) for v in box), gain=gain.tolist()))
 
