@@ -15,15 +15,16 @@ Convention block:
   ``recon = De(E(x))``, both ``(N, 3, 64, 64)`` RGB [0, 1].
 - **Paste-back at the face's real size**: one :class:`~warpcam.core.types.WarpJob` per face
   (``kind="mouth"``) on a pixel-aligned crop covering the box (``crop_to_frame`` an integer
-  shift, so the crop *is* the frame's pixels, no resampling). The job's ``color`` is the
-  frame's own pixels plus the decoder's **change** ``edit - recon``, resampled bicubically
-  from the 64 px box to the frame pixels and colour-matched per channel (times
-  ``std(face) / std(recon)`` in the mask, clipped to [0.5, 2]): the face keeps its own detail,
-  colour and identity wherever the network changes nothing, and at strength 0 the output is the
-  input. ``attention`` is 0 (the colour is used) and ``alpha`` a feathered ellipse on the mouth
-  (centre ``f0``, radii 0.9 ``|a|`` along the mouth and 0.8 ``|b|`` across it, raised-cosine edge
-  over its outer 45 %, times a 6 % border window): alpha is 0 on the crop border, so every pixel
-  outside the mouth ellipses keeps its exact bytes.
+  shift, so the crop *is* the frame's pixels, no resampling; ``flow`` zero). ``color`` is the
+  decoded ``edit`` resampled bicubically from the 64 px box to the frame pixels and
+  colour-matched to the face: the per-channel map that takes ``recon``'s mean and spread in the
+  mask to the face's (spread ratio clipped to [0.5, 2]). ``attention`` (GANimation's blend,
+  1 = keep the frame) is ``1 - smoothstep(|edit - recon| / CHANGE_SCALE)`` (max over channels,
+  blurred by 1 px at 64 px): the face keeps its own detail wherever the translation changes
+  nothing. ``alpha`` is a feathered ellipse on the mouth (centre ``f0``, radii 0.9 ``|a|``
+  along the mouth and 0.8 ``|b|`` across it, raised-cosine edge over its outer 45 %, times a
+  6 % border window): 0 on the crop border, so every pixel outside the mouth ellipses keeps its
+  exact bytes.
 - **Who is edited**: the AU estimator's smile score (:class:`warpcam.realtime.au.AUEstimator`,
   population neutral; 0.5 = GENKI-4K's smile boundary). With ``strength > 0`` faces scoring at
   least ``threshold`` are left alone (they smile already), so a second run over an output
