@@ -21,7 +21,7 @@ log = logging.getLogger("warpcam")
 
 #: Modules of the built-in effects, each with a module-level ``SPEC``.
 BUILTIN_MODULES = ("warpcam.realtime.effects.gaze", "warpcam.realtime.effects.smile",
-                   "warpcam.realtime.effects.keep_smiling")
+                   "warpcam.realtime.effects.keep_smiling", "warpcam.realtime.effects.au_edit")
 
 _REGISTRY: Dict[str, EffectSpec] = {}
 _loaded = False

@@ -1,0 +1,403 @@
+"""Fine-grained expression editing by action units (seed 002, Ling et al., ECCV 2020, with
+GANimation's attention, Pumarola et al., ECCV 2018): ``--au AU12=+0.8,AU4=-0.5``,
+``--expression-from IMAGE``, ``--au-model [FILE]``.
+
+The network is the generator of ``training/au`` exported as a ``torch.export`` artifact
+(kind ``warpcam.au.edit``) and run by the model runtime; this module never imports
+``training/``.
+
+Convention block:
+
+- Condition: relative AUs, ``desired - current``, on OpenFace's 0-5 intensity scale **divided by
+  5** (the seed's scale; the artifact's ``extra.au_scale``): ``AU12=+1`` asks for 5 intensity
+  points more, the whole scale (the seed's figures use -1 ... 1.25). AUs not named stay 0.
+  ``--expression-from IMAGE``: the AU estimator's intensities of the largest face of IMAGE
+  (population neutral) minus the user's own, measured every frame with the per-track
+  calibrated neutral (:class:`~warpcam.realtime.au.AUEstimator`), so a neutral user takes the
+  reference's whole expression and one who already smiles gets only the rest; AU45 (blink) is
+  not transferred. ``strength`` scales the whole vector.
+- Face crop: the aligned face of the face datasets (eye centres and mouth centre onto the
+  template, :func:`~warpcam.realtime.effects.smile_model.aligned_affine`) at the model's size
+  (96 or 128 px), read through the compositor's crop service as RGB in [0, 1].
+- Network: ``(img (N, 3, S, S), rel (N, 17)) -> (attention (N, 1, S, S), residual (N, 3, S,
+  S))``; ``attention`` 1 keeps the input, ``residual`` = colour - input (RGB, [0, 1] units).
+- Composite (DESIGN.md, "Generators at low resolution"): one
+  :class:`~warpcam.core.types.WarpJob` per face on a crop of the face's **real size** in the
+  frame (the model crop scaled up, at most ``max_side`` px), zero flow; ``attention`` is the
+  network's mask upsampled, ``color`` the frame's own pixels in that crop plus the upsampled
+  residual, so the result is ``frame + (1 - attention) * residual``: the frame keeps its detail
+  and only the low-frequency edit comes from the network. ``alpha`` is a raised-cosine window
+  over the outer ``edge_margin`` of the crop times the pose fade.
+- Time: per track the three alignment points are smoothed with a One Euro filter before the
+  crop is fitted, the condition moves toward its target by ``follow`` per frame (snapping within
+  0.005), and the network's output is reused while the crop-space landmarks (the expression and
+  the crop's fit) and the condition stay within ``tol`` (:class:`~warpcam.core.geometry.CropCache`),
+  so a still face gets the same edit on consecutive frames.
+- Head turn: the edit fades out between ``yaw_full`` and ``yaw_none`` degrees of yaw (and the
+  same pitch range): the training faces are near frontal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from warpcam.core.geometry import (CropCache, border_window, fade_between, invert_affine,
+                                   similarity_fit)
+from warpcam.core.types import Face, WarpJob
+from warpcam.realtime.au import AU_NAMES, AUEstimator
+from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, FrameCrops,
+                                           LiveSettings, SettingsError, setting)
+from warpcam.realtime.effects.smile_model import TEMPLATE, face_points
+from warpcam.realtime.runtime import ModelError, load_model
+from warpcam.realtime.smoothing import OneEuroFilter
+
+MODEL_KIND = "warpcam.au.edit"
+#: AUs ``--expression-from`` does not transfer (a blink in the photo).
+NOT_TRANSFERRED = ("AU45",)
+#: Crop-space landmarks whose movement means a new expression (lips, lids, brows, corners).
+_EXPR_POINTS = (61, 291, 0, 17, 13, 14, 159, 145, 386, 374, 105, 334, 107, 336, 70, 300, 50,
+                280, 2, 152)
+
+
+def _default_model() -> Path:
+    from importlib import resources
+    return Path(str(resources.files("warpcam.models") / "au_edit.pt2"))
+
+
+#: The bundled model, used when ``--au-model`` names no file.
+DEFAULT_MODEL = _default_model()
+
+
+class AUModelError(ModelError):
+    """An AU-editing model file that cannot be used (one-line message)."""
+
+
+def canonical_au(name: str) -> str:
+    """``"AU4"``, ``"au04"``, ``"4"`` -> ``"AU04"``. Raises ``ValueError`` for an AU the
+    estimator does not know."""
+    s = name.strip().upper()
+    s = s[2:] if s.startswith("AU") else s
+    if not s.isdigit():
+        raise ValueError(f"{name!r} is not an AU name (AU1 ... AU45)")
+    out = f"AU{int(s):02d}"
+    if out not in AU_NAMES:
+        raise ValueError(f"{out} is not one of the estimated AUs ({', '.join(AU_NAMES)})")
+    return out
+
+
+def parse_au_spec(text: str, limit: float = 2.0) -> Dict[str, float]:
+    """``"AU12=+0.8,AU4=-0.5"`` -> ``{"AU12": 0.8, "AU04": -0.5}`` (values in the model's units,
+    OpenFace 0-5 / 5; module docstring); ``""`` -> ``{}``.
+
+    Raises:
+        ValueError: a malformed item, an unknown AU, a value beyond ``+-limit`` or given twice.
+    """
+    out: Dict[str, float] = {}
+    for item in filter(None, (p.strip() for p in (text or "").replace(";", ",").split(","))):
+        if "=" not in item:
+            raise ValueError(f"{item!r} is not AU=VALUE (e.g. AU12=+0.8)")
+        k, v = item.split("=", 1)
+        au = canonical_au(k)
+        try:
+            x = float(v)
+        except ValueError:
+            raise ValueError(f"{item!r}: {v.strip()!r} is not a number") from None
+        if not np.isfinite(x) or abs(x) > limit:
+            raise ValueError(f"{item!r}: the value must be within [-{limit:g}, {limit:g}]")
+        if au in out:
+            raise ValueError(f"{au} is given twice")
+        out[au] = x
+    return out
+
+
+@dataclass(frozen=True)
+class AUEditSettings:
+    """Settings of the AU-editing effect (module docstring)."""
+
+    effect_name = "au"
+    edit: str = setting("", flag="--au", help="relative AU changes, e.g. AU12=+0.8,AU4=-0.5 "
+                        "(OpenFace 0-5 intensity / 5, so +1 is the whole scale; seed 002)")
+    expression_from: str = setting("", flag="--expression-from",
+                                   help="take the expression of the face in this image (its "
+                                        "AUs minus yours, from the AU estimator)")
+    strength: float = setting(1.0, lo=0.0, hi=2.0, step=0.1,
+                              help="scale of the whole AU change")
+
+    def __post_init__(self):
+        try:
+            parse_au_spec(self.edit)
+        except ValueError as exc:
+            raise SettingsError(f"--au {exc}", field="edit", detail=str(exc)) from None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.edit.strip() or self.expression_from.strip()) and self.strength > 0
+
+
+class AUEditModel:
+    """A loaded AU-editing generator: ``model(crops (N, 3, S, S) RGB [0, 1], rel (N, C))
+    -> (attention (N, S, S), residual (N, S, S, 3) RGB)`` as numpy float32. Use
+    :func:`load_au_model`."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.meta = runtime.meta.to_dict()
+        self.path, self.backend = runtime.path, runtime.backend
+        self.size = int(runtime.meta.crop_h)
+        extra = self.meta.get("extra", {}) or {}
+        self.au_names = tuple(extra.get("au_names") or runtime.meta.conditioning.order)
+        self.au_scale = float(extra.get("au_scale", 5.0))
+
+    def __call__(self, crops, rel):
+        att, res = self.runtime(crops, np.asarray(rel, np.float32))[:2]
+        return np.asarray(att)[:, 0], np.asarray(res).transpose(0, 2, 3, 1)
+
+
+def load_au_model(path=None, device: str = "auto", threads: Optional[int] = 1) -> AUEditModel:
+    """Load and check an AU-editing model before the first frame (kind ``warpcam.au.edit``, a
+    square face crop, the estimator's AU names, outputs of the right shapes on a test input).
+
+    Raises:
+        AUModelError: missing, empty, truncated, refused or foreign file, wrong crop, AUs or
+            outputs.
+    """
+    path = Path(path) if path else DEFAULT_MODEL
+    try:
+        rt = load_model(path, kind=MODEL_KIND, device=device, threads=threads,
+                        label="AU model")
+    except ModelError as exc:
+        raise AUModelError(str(exc)) from None
+    if rt.meta.crop_h != rt.meta.crop_w or rt.meta.roi != "face":
+        raise AUModelError(f"{path}: a {rt.meta.roi} crop of {rt.meta.crop_h}x"
+                           f"{rt.meta.crop_w}; the AU effect needs a square face crop")
+    model = AUEditModel(rt)
+    unknown = [a for a in model.au_names if a not in AU_NAMES]
+    if unknown or not model.au_names:
+        raise AUModelError(f"{path}: conditioned on AUs the estimator does not give "
+                           f"({', '.join(unknown) or 'none named'})")
+    s = model.size
+    try:
+        att, res = model(np.full((1, 3, s, s), 0.5, np.float32),
+                         np.zeros((1, len(model.au_names)), np.float32))
+    except Exception as exc:
+        raise AUModelError(f"{path}: the program fails on a test input "
+                           f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    if att.shape != (1, s, s) or res.shape != (1, s, s, 3):
+        raise AUModelError(f"{path}: outputs of the wrong shape")
+    return model
+
+
+def reference_aus(path) -> Dict[str, float]:
+    """The AU estimator's intensities (0-5, population neutral) of the largest face in the
+    image ``path``.
+
+    Raises:
+        EffectError: unreadable image or no face found.
+    """
+    from warpcam.realtime.au import estimate_image
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise EffectError(f"--expression-from {path}: cannot read the image")
+    res = estimate_image(img, max_faces=4)
+    if not res:
+        raise EffectError(f"--expression-from {path}: no face found")
+    return dict(res[0].intensities)
+
+
+def aligned_affine(landmarks_or_points: np.ndarray, size: int) -> np.ndarray:
+    """``crop_to_frame`` (2 x 3) of the aligned ``size x size`` face, from 478 landmarks or
+    from the 3 alignment points (right eye, left eye, mouth centre) in frame pixels."""
+    p = np.asarray(landmarks_or_points, np.float64)
+    pts = p[:, :2] if p.shape[0] == 3 else face_points(p)
+    return invert_affine(similarity_fit(pts, np.array(TEMPLATE) * size - 0.5))
+
+
+def scaled_affine(A: np.ndarray, size: int, side: int) -> np.ndarray:
+    """The same square crop as ``A`` (``size`` px) sampled with ``side`` px (pixel centres
+    kept: crop pixel ``u'`` is ``(u' + 0.5) size / side - 0.5`` of ``A``'s crop)."""
+    k = size / side
+    S = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5], [0, 0, 1]])
+    return np.asarray(A, np.float64) @ S
+
+
+class _Track:
+    __slots__ = ("points", "cond", "est")
+
+    def __init__(self):
+        self.points = OneEuroFilter(min_cutoff=1.5, beta=0.02)
+        self.cond = None
+        self.est = None
+
+
+class AUEditEffect(Effect):
+    """The AU edit (module docstring).
+
+    Args:
+        settings: :class:`AUEditSettings` (or a :class:`LiveSettings` of them).
+        model: an :class:`AUEditModel` (or a callable with its signature and ``size``,
+            ``au_names``), or ``None`` to load ``model_path`` when the edit is first asked for.
+        model_path: the ``.pt2`` to load lazily (``None``: the bundled one).
+        max_side: largest composite crop side, px.
+    """
+
+    name = "au"
+
+    def __init__(self, settings, model=None, model_path=None, edge_margin: float = 0.12,
+                 follow: float = 0.35, tol: float = 0.4, yaw_full: float = 20.0,
+                 yaw_none: float = 35.0, max_side: int = 384):
+        if not isinstance(settings, LiveSettings):
+            settings = LiveSettings(settings)
+        super().__init__(settings)
+        self.model, self.model_path = model, model_path
+        self.edge_margin, self.follow = edge_margin, follow
+        self.yaw_full, self.yaw_none, self.max_side = yaw_full, yaw_none, max_side
+        self.cache = CropCache(tol=tol, max_age=10 ** 9)
+        self.tracks: Dict[int, _Track] = {}
+        self._ref_path, self._ref = None, None
+        self._windows: dict = {}
+        self.calls = 0
+
+    def hud(self) -> str:
+        s = self.settings.get()
+        what = s.edit or (f"from {Path(s.expression_from).name}" if s.expression_from else "off")
+        return f"au {what} x{s.strength:.1f}"
+
+    def _ensure_model(self):
+        if self.model is None:
+            try:
+                self.model = load_au_model(self.model_path)
+            except AUModelError as exc:
+                raise EffectError(str(exc)) from None
+        return self.model
+
+    def _reference(self, path: str):
+        if path != self._ref_path:
+            self._ref, self._ref_path = reference_aus(path), path
+        return self._ref
+
+    def _window(self, side: int) -> np.ndarray:
+        w = self._windows.get(side)
+        if w is None:
+            w = self._windows[side] = border_window(side, side, self.edge_margin)
+        return w
+
+    def target(self, settings: AUEditSettings, face: Face, t: float, tr: _Track) -> np.ndarray:
+        """The relative condition asked for this face, in the model's units and AU order."""
+        names = self.model.au_names
+        scale = float(getattr(self.model, "au_scale", 5.0))
+        v = np.zeros(len(names), np.float64)
+        if settings.expression_from.strip():
+            ref = self._reference(settings.expression_from.strip())
+            if tr.est is None:
+                tr.est = AUEstimator(calibrate=True)
+            cur = tr.est.estimate(face, t).intensities
+            for i, a in enumerate(names):
+                if a not in NOT_TRANSFERRED:
+                    v[i] = (ref.get(a, 0.0) - cur.get(a, 0.0)) / scale
+        for a, x in parse_au_spec(settings.edit).items():
+            if a in names:
+                v[names.index(a)] += x
+        return v * settings.strength
+
+    def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
+             crops: Optional[FrameCrops] = None) -> List[WarpJob]:
+        settings = self.settings.get()
+        self.cache.tick()
+        if not settings.active:
+            self.tracks.clear()
+            return []
+        model = self._ensure_model()
+        size = model.size
+        seen, todo, out, have = set(), [], [], {}
+        for face in faces:
+            key = face.track_id
+            seen.add(key)
+            tr = self.tracks.get(key)
+            if tr is None:
+                tr = self.tracks[key] = _Track()
+            try:
+                pts = tr.points(face_points(face.landmarks), float(t))
+                A = aligned_affine(pts, size)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            fade = min(fade_between(abs(float(face.yaw)), self.yaw_full, self.yaw_none),
+                       fade_between(abs(float(face.pitch)), self.yaw_full, self.yaw_none))
+            want = self.target(settings, face, t, tr) * fade
+            if tr.cond is None:
+                tr.cond = want
+            else:
+                c = tr.cond + self.follow * (want - tr.cond)
+                tr.cond = np.where(np.abs(want - c) < 0.005, want, c)
+            if fade <= 0.0 or float(np.abs(tr.cond).max()) < 1e-3:
+                continue
+            inv = invert_affine(A)
+            lmk = np.asarray(face.landmarks, np.float64)[list(_EXPR_POINTS), :2]
+            sig = np.concatenate([(lmk @ inv[:, :2].T + inv[:, 2]).ravel(),
+                                  tr.cond * (size / 4.0)])
+            fields = self.cache.get(key, sig)
+            if fields is None:
+                todo.append((key, A, tr.cond.astype(np.float32), sig))
+            else:
+                have[key] = fields
+            out.append((key, A, fade))
+        for k in [k for k in self.tracks if k not in seen]:
+            del self.tracks[k]
+        if crops is None:
+            crops = FrameCrops(None, frame)
+        if todo:
+            batch = crops.tensor(np.stack([a for _, a, _, _ in todo]), (size, size), 0.0, 1.0)
+            att, res = model(batch, np.stack([c for _, _, c, _ in todo]))
+            self.calls += 1
+            for j, (key, _, _, sig) in enumerate(todo):
+                have[key] = (np.ascontiguousarray(att[j], np.float32),
+                             np.ascontiguousarray(res[j], np.float32))
+                self.cache.put(key, sig, have[key])
+        jobs = []
+        for key, A, fade in out:
+            att, res = have[key]
+            scale = float(np.hypot(A[0, 0], A[1, 0]))  # frame px per model-crop px
+            side = int(np.clip(round(size * scale), size, self.max_side))
+            Ah = scaled_affine(A, size, side)
+            if side != size:
+                att = cv2.resize(att, (side, side), interpolation=cv2.INTER_LINEAR)
+                res = cv2.resize(res, (side, side), interpolation=cv2.INTER_LINEAR)
+            own = crops.numpy(Ah[None], (side, side), 0.0, 1.0)[0].transpose(1, 2, 0)
+            color = np.clip((own + res)[..., ::-1] * 255.0, 0.0, 255.0).astype(np.float32)
+            jobs.append(WarpJob(crop_to_frame=Ah, flow=np.zeros((side, side, 2), np.float32),
+                                alpha=self._window(side) * np.float32(fade), color=color,
+                                attention=np.clip(att, 0.0, 1.0).astype(np.float32),
+                                kind="face", face_id=key,
+                                meta=dict(fade=fade, side=side, model=True,
+                                          cond=self.tracks[key].cond.copy())))
+        return jobs
+
+
+def _build(live, options) -> Effect:
+    """``options["model"]``: a loaded model, a ``.pt2`` path, or ``""`` / absent for the bundled
+    ``au_edit.pt2``. The model is loaded and checked now when the edit is on at start (so a bad
+    file stops before the first frame), else when it is first asked for; an
+    ``--expression-from`` image is read now too."""
+    model = (options or {}).get("model")
+    path = model if isinstance(model, (str, Path)) else None
+    eff = AUEditEffect(live, model=None if path is not None else model,
+                       model_path=path or None)
+    s = live.get()
+    if s.active:
+        eff._ensure_model()
+        if s.expression_from.strip():
+            eff._reference(s.expression_from.strip())
+    return eff
+
+
+SPEC = EffectSpec(
+    name="au", settings_cls=AUEditSettings, factory=_build, order=5,
+    help="fine-grained expression editing by action units (seed 002, GANimation attention)",
+    extra_args=(("--au-model", dict(
+        nargs="?", const="", default=None, metavar="FILE",
+        help="the AU-editing generator (.pt2 from training/au); without FILE or when not "
+             "given: the bundled au_edit.pt2")),),
+    hud_keys=(("}", "strength", 0.1), ("{", "strength", -0.1)))

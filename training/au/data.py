@@ -1,0 +1,98 @@
+"""AU-editing training data: aligned faces of a built face data set
+(``python -m warpcam.training.data.build``, :mod:`warpcam.training.data`) with AU labels from the
+AU estimator (the index's ``est_AU*_r`` columns, OpenFace's 0-5 scale, divided by
+:data:`~warpcam.training.au.model.AU_SCALE`), held in memory as uint8.
+
+Sets: CelebA, LFW expressions and the shared videos' frames by default (colour photos with the
+whole face; the grey or low-resolution smile sets are left out). Splits are the builder's
+(by video for video frames, by person for LFW, by image for CelebA).
+
+The seed's sampling (``data/dataset_aus.py``): the real condition is the face's own AUs +
+U(-0.02, 0.02); the desired condition is another random face's AUs + U(-0.1, 0.1); the
+generator reads the **relative** condition ``desired - real``. Train transforms: random
+horizontal flip (AUs are bilateral here, the labels are kept) and the seed's Pad(8) +
+RandomCrop(S) jitter, scaled to ``S`` (border replicated).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from warpcam.training.au.model import AU_NAMES, AU_SCALE
+from warpcam.training.data.index import read_index
+
+DEFAULT_SETS = ("celeba", "lfw_expressions", "videos")
+EST_COLUMNS = tuple(f"est_{a}_r" for a in AU_NAMES)
+
+
+def read_face(root: Path, row: dict, size: int) -> np.ndarray:
+    """``size x size x 3`` uint8 BGR aligned face of an index row: the builder's
+    ``face_<size>`` crop when it wrote one, else ``face_128`` area-resized."""
+    p128 = row.get("face_128", "")
+    cand = root / p128.replace("face_128", f"face_{size}") if p128 else None
+    for p in ([cand] if cand is not None else []) + [root / p128]:
+        im = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if im is not None:
+            if im.shape[:2] != (size, size):
+                im = cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
+            return im
+    raise SystemExit(f"cannot read the face crop of {row.get('id')} under {root}")
+
+
+class AUFaces:
+    """``images`` uint8 ``(N, 3, S, S)`` RGB, ``aus`` float32 ``(N, 17)`` on the 0-1 scale
+    (``/ AU_SCALE``), ``ids``, ``sets``, ``groups`` of the selected rows.
+
+    Raises:
+        SystemExit: no face with all AU columns in the selection.
+    """
+
+    def __init__(self, root, split: Optional[str] = "train", size: int = 128,
+                 sets: Optional[Sequence[str]] = DEFAULT_SETS, limit: Optional[int] = None):
+        self.root = Path(root)
+        self.size = size
+        rows = [r for r in read_index(self.root)
+                if r.get("found") == "1" and r.get("face_128")
+                and (split is None or r.get("split") == split)
+                and (sets is None or r.get("set") in sets)
+                and all(r.get(c, "") != "" for c in EST_COLUMNS)]
+        if limit is not None:
+            rows = rows[:limit]
+        if not rows:
+            raise SystemExit(f"{self.root}: no faces with AU estimates (split {split}, "
+                             f"sets {sets})")
+        imgs = np.empty((len(rows), 3, size, size), np.uint8)
+        for i, r in enumerate(rows):
+            imgs[i] = read_face(self.root, r, size)[..., ::-1].transpose(2, 0, 1)
+        self.images = torch.from_numpy(imgs)
+        self.aus = torch.tensor([[float(r[c]) for c in EST_COLUMNS] for r in rows],
+                                dtype=torch.float32) / AU_SCALE
+        self.ids = [r["id"] for r in rows]
+        self.sets = [r["set"] for r in rows]
+        self.groups = [r.get("group", "") for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx: torch.Tensor, g: Optional[torch.Generator] = None,
+              augment: bool = True) -> tuple:
+        """``(x (B, 3, S, S) RGB [-1, 1], real (B, C), desired (B, C), rel (B, C))`` for the
+        faces ``idx`` (module docstring); ``g`` draws the targets, noise, flips and shifts."""
+        b = len(idx)
+        x = self.images[idx].float().div_(127.5).sub_(1.0)
+        if augment:
+            flip = torch.rand(b, generator=g) < 0.5
+            x[flip] = x[flip].flip(-1)
+            pad = max(1, round(8 * self.size / 128))
+            xp = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
+            off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g)
+            x = torch.stack([xp[i, :, oy:oy + self.size, ox:ox + self.size]
+                             for i, (oy, ox) in enumerate(off.tolist())])
+        real = self.aus[idx] + (torch.rand(b, self.aus.shape[1], generator=g) - 0.5) * 0.04
+        other = torch.randint(0, len(self), (b,), generator=g)
+        desired = self.aus[other] + (torch.rand(b, self.aus.shape[1], generator=g) - 0.5) * 0.2
+        return x, real, desired, desired - real
