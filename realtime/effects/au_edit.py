@@ -23,11 +23,13 @@ Convention block:
   S))``; ``attention`` 1 keeps the input, ``residual`` = colour - input (RGB, [0, 1] units).
 - Composite (DESIGN.md, "Generators at low resolution"): one
   :class:`~warpcam.core.types.WarpJob` per face on a crop of the face's **real size** in the
-  frame (the model crop scaled up, at most ``max_side`` px), zero flow; ``attention`` is the
-  network's mask upsampled, ``color`` the frame's own pixels in that crop plus the upsampled
-  residual, so the result is ``frame + (1 - attention) * residual``: the frame keeps its detail
-  and only the low-frequency edit comes from the network. ``alpha`` is a raised-cosine window
-  over the outer ``edge_margin`` of the crop times the pose fade.
+  frame (the model crop scaled up, at most ``max_side`` px), zero flow; ``color`` is the
+  frame's own pixels in that crop plus the upsampled residual, and the network's attention
+  mask (upsampled) is folded into ``alpha = window * (1 - attention) * fade`` (the job's own
+  ``attention`` field is 0), so the result is ``frame + alpha * residual``: the frame keeps its
+  detail, only the low-frequency edit comes from the network, and where the mask keeps the
+  input the job leaves the frame (and the jobs of earlier effects: gaze, smile) untouched.
+  ``window`` is a raised-cosine falloff over the outer ``edge_margin`` of the crop.
 - Time: per track the three alignment points are smoothed with a One Euro filter before the
   crop is fitted, the condition moves toward its target by ``follow`` per frame (snapping within
   0.005), and the network's output is reused while the crop-space landmarks (the expression and
@@ -367,9 +369,11 @@ class AUEditEffect(Effect):
                 res = cv2.resize(res, (side, side), interpolation=cv2.INTER_LINEAR)
             own = crops.numpy(Ah[None], (side, side), 0.0, 1.0)[0].transpose(1, 2, 0)
             color = np.clip((own + res)[..., ::-1] * 255.0, 0.0, 255.0).astype(np.float32)
+            keep = np.clip(att, 0.0, 1.0)
             jobs.append(WarpJob(crop_to_frame=Ah, flow=np.zeros((side, side, 2), np.float32),
-                                alpha=self._window(side) * np.float32(fade), color=color,
-                                attention=np.clip(att, 0.0, 1.0).astype(np.float32),
+                                alpha=(self._window(side) * (1.0 - keep) * fade).astype(
+                                    np.float32), color=color,
+                                attention=np.zeros((side, side), np.float32),
                                 kind="face", face_id=key,
                                 meta=dict(fade=fade, side=side, model=True,
                                           cond=self.tracks[key].cond.copy())))
@@ -394,7 +398,7 @@ def _build(live, options) -> Effect:
 
 
 SPEC = EffectSpec(
-    name="au", settings_cls=AUEditSettings, factory=_build, order=5,
+    name="au", settings_cls=AUEditSettings, factory=_build, order=40,
     help="fine-grained expression editing by action units (seed 002, GANimation attention)",
     extra_args=(("--au-model", dict(
         nargs="?", const="", default=None, metavar="FILE",
