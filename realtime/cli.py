@@ -141,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_float_in(0.0, MAX_CAPTURE_FPS), default=30.0,
                    help="webcam capture frame rate")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--panel", action="store_true",
+                   help="serve a control panel page on 127.0.0.1 (live picture, a control for "
+                        "every effect setting, timings, presets) and print its URL with its "
+                        "token; a file input then plays at its own frame rate (needs the "
+                        "'panel' extra: pip install 'warpcam[panel]')")
+    p.add_argument("--panel-port", type=_int_in(0, 65535), default=0, metavar="PORT",
+                   help="the control panel's port (default 0: a free one)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="effect settings from a presets TOML file (the panel's presets.toml "
+                        "format); flags given on the command line win")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="with --config: the preset to apply (default: the file's active one)")
     add_effect_arguments(p)
     p.add_argument("--calibrate", action="store_true",
                    help="record a minute of you following dots in a window and train a personal "
@@ -237,6 +249,31 @@ def effect_options(a: argparse.Namespace) -> dict:
     return out
 
 
+def config_settings(a: argparse.Namespace, settings: dict) -> dict:
+    """``settings`` (``{effect name: settings object}``) with ``--config FILE``'s preset applied
+    to every field whose flag was not given on the command line.
+
+    Raises:
+        PresetError: the file or preset cannot be used (one line).
+    """
+    import dataclasses
+
+    from warpcam.realtime.effects import get as get_spec, setting_infos
+    from warpcam.realtime.panel.presets import preset_from_file
+
+    if not getattr(a, "config", None):
+        return settings
+    out = dict(settings)
+    for effect, fields in preset_from_file(a.config, a.preset).items():
+        spec = get_spec(effect)
+        given = {i.name for i in setting_infos(spec.settings_cls)
+                 if i.cli and getattr(a, _dest(spec, i.name), None) is not None}
+        keep = {k: v for k, v in fields.items() if k not in given}
+        if effect in out and keep:
+            out[effect] = dataclasses.replace(out[effect], **keep)
+    return out
+
+
 def _name_max(folder: Path) -> int:
     """The longest file name (bytes) the file system holding ``folder`` allows."""
     while not folder.exists() and folder != folder.parent:
@@ -267,6 +304,14 @@ def _validate(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         effect_settings(a, live_source=False)
     except SettingsError as exc:
         p.error(str(exc))
+    if a.preset is not None and not a.config:
+        p.error("--preset needs --config FILE")
+    if a.config:
+        from warpcam.realtime.panel.presets import PresetError
+        try:
+            config_settings(a, effect_settings(a, live_source=False))
+        except PresetError as exc:
+            p.error(f"--config: {exc}")
     if a.max_faces < 1:
         p.error(f"--max-faces must be >= 1, got {a.max_faces}")
     if a.width <= 0 or a.height <= 0:
@@ -543,7 +588,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     options = effect_options(args)
     effects = None
     try:  # models are loaded and checked before the first frame (and before the source opens)
-        effects = build_effects(effect_settings(args, live_source=False), options)
+        effects = build_effects(config_settings(args, effect_settings(args, live_source=False)),
+                                options)
     except (EffectError, SettingsError) as exc:
         return fail(str(exc))
     try:
@@ -560,8 +606,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
             first=source)
     with source:
         if source.is_live:  # settings whose default differs for a camera (eye contact)
+            live_settings = config_settings(args, effect_settings(args, live_source=True))
             for e in effects:
-                e.settings.set(effect_settings(args, live_source=True)[e.name])
+                e.settings.set(live_settings[e.name])
         # mediapipe's imports before the output exists: a signal during them (C extensions
         # that call back into Python) then has nothing to leave behind.
         import mediapipe  # noqa: F401
@@ -570,14 +617,29 @@ def _main(argv: Optional[List[str]] = None) -> int:
             sink = open_sink(args.output, source=source, preview=args.preview)
         except SinkError as exc:
             return fail(str(exc))
-        tracker = None
+        tracker = panel = None
         try:
             # Inside the try: a failure or Ctrl-C while mediapipe starts still aborts the sink.
             tracker = FaceTracker(max_faces=args.max_faces,
                                   static_images=isinstance(source, ImageSource))
             _check_stop()
             pipeline = Pipeline(tracker, compositor, effects, inplace=True)
-            stats = pipeline.run(source, sink, progress=not args.quiet, on_frame=_check_stop)
+            run_source, on_frame = source, _check_stop
+            if args.panel:  # served from a background thread; the pipeline never waits for it
+                from warpcam.realtime.panel import Panel, PanelError
+                try:
+                    panel = Panel(pipeline, port=args.panel_port, input_name=args.input,
+                                  output_name=args.output or "virtual camera").start()
+                except PanelError as exc:
+                    sink.abort()
+                    return fail(str(exc))
+                _say(f"warpcam: control panel at {panel.url}")
+                run_source = panel.wrap_source(source)
+
+                def on_frame(frame, out, faces, jobs):
+                    panel.on_frame(frame, out, faces, jobs)
+                    _check_stop()
+            stats = pipeline.run(run_source, sink, progress=not args.quiet, on_frame=on_frame)
         except (SourceError, SinkError, ValueError) as exc:
             sink.abort()
             if isinstance(source, ImageSource) and source.is_folder:
@@ -592,6 +654,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
             sink.abort()
             raise
         finally:
+            if panel is not None:
+                panel.close()
             if tracker is not None:
                 tracker.close()
     if not args.quiet:
