@@ -170,31 +170,69 @@ def cost_per_face(image, model, iters: int = 20) -> dict:
                 threads=torch.get_num_threads(), iters=iters)
 
 
-def astronaut_sheet(model, out_path, strengths=(1.0, 1.5)) -> dict:
-    """Before / after of the astronaut (public domain) with the gate off (threshold 1: she
-    smiles a little already), plus the enlarged mouth regions."""
+def astronaut_sheet(model, out_path) -> dict:
+    """The astronaut (public domain; she smiles already): input, ``--strength -1`` (the gate
+    edits only smiling faces: her smile is removed), then ``--keep-smiling`` (+1) on that
+    output, with the mouth regions enlarged below; the AU smile score of each."""
     from tests.realdata import astronaut_bgr
     from warpcam.realtime.au import estimate_image
     img = astronaut_bgr()
-    cols, info = [img], dict(smile_before=float(estimate_image(img, 1)[0].smile))
-    for s in strengths:
-        out, jobs, eff, _ = edit_photo(img, model, s, threshold=1.0)
-        cols.append(out)
-        info[f"smile_after_{s:g}"] = float(estimate_image(out, 1)[0].smile)
+    off, jobs, _, _ = edit_photo(img, model, -1.0)
+    on, jobs_on, _, _ = edit_photo(off, model, 1.0)
+    cols = [img, off, on]
+    info = dict(smile_input=float(estimate_image(img, 1)[0].smile),
+                smile_after_minus1=float(estimate_image(off, 1)[0].smile),
+                smile_after_minus1_then_plus1=float(estimate_image(on, 1)[0].smile),
+                edited=[len(jobs), len(jobs_on)])
     x0, y0, x1, y1 = (int(v) for v in jobs[0].meta["box"])
     zoom = [cv2.resize(c[y0:y1, x0:x1], (512, int(512 * (y1 - y0) / (x1 - x0))),
                        interpolation=cv2.INTER_CUBIC) for c in cols]
-    top = np.hstack(cols)
-    bottom = np.hstack(zoom)
-    sheet = np.vstack([top, bottom])
-    labels = ["input"] + [f"--keep-smiling --strength {s:g}" for s in strengths]
+    sheet = np.vstack([np.hstack(cols), np.hstack(zoom)])
+    labels = [f"input (smile {info['smile_input']:.2f})",
+              f"--strength -1 ({info['smile_after_minus1']:.2f})",
+              f"then --keep-smiling ({info['smile_after_minus1_then_plus1']:.2f})"]
     for i, lab in enumerate(labels):
-        cv2.putText(sheet, lab, (i * 512 + 10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+        cv2.putText(sheet, lab, (i * 512 + 10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.75,
                     (255, 255, 255), 2, cv2.LINE_AA)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_path), cv2.resize(sheet, None, fx=0.75, fy=0.75,
                                           interpolation=cv2.INTER_AREA))
     return info
+
+
+def gans_sheet(split, out_path, simple=None, complex_=None, tile: int = 96) -> None:
+    """The astronaut's 64 px mouth crop through the three set-ups: SplitGAN
+    ``De(E(x) + s t)`` for s = -2..2 (s = 0 the reconstruction), ComplexGAN ``G(x, 0)`` and
+    ``G(x, 1)``, and eight SimpleGAN smiles from fixed noise (``.pt2`` paths of the latter)."""
+    from tests.realdata import astronaut_bgr
+    from warpcam.realtime.effects.keep_smiling import face_mouth_box, network_crops
+    from warpcam.realtime.effects.base import FrameCrops
+    from warpcam.realtime.runtime import load_model
+    from warpcam.realtime.tracker import FaceTracker
+    img = astronaut_bgr()
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        face = tr.track(img)[0]
+    box = face_mouth_box(face.landmarks, img.shape)[0]
+    x = network_crops(FrameCrops(None, img), [box], img.shape)
+    strengths = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    edit, _ = split(np.repeat(x, len(strengths), 0), np.array(strengths))
+    rows = [[x[0]] + list(edit)]
+    if complex_:
+        rt = load_model(complex_)
+        rows.append([x[0]] + [rt(x, np.full((1, 1), v, np.float32))[0][0] for v in (0.0, 1.0)])
+    if simple:
+        rt = load_model(simple)
+        z = np.random.default_rng(0).standard_normal((8, 100)).astype(np.float32)
+        rows.append(list(rt(z)[0]))
+    width = max(len(r) for r in rows)
+
+    def t(a):
+        a = (np.clip(a, 0, 1).transpose(1, 2, 0)[..., ::-1] * 255).round().astype(np.uint8)
+        return cv2.resize(a, (tile, tile), interpolation=cv2.INTER_NEAREST)
+    blank = np.full((tile, tile, 3), 255, np.uint8)
+    sheet = np.vstack([np.hstack([t(a) for a in r] + [blank] * (width - len(r))) for r in rows])
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_path), sheet)
 
 
 def main(argv=None) -> int:
@@ -207,6 +245,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sheet", default=None,
                     help="before/after PNG of the first group (CelebA: keep it out of the repo)")
     ap.add_argument("--astronaut", default=None, help="astronaut before/after PNG (docs)")
+    ap.add_argument("--gans", default=None, help="the three set-ups on the astronaut's mouth")
+    ap.add_argument("--simple", default=None, help="SimpleGAN .pt2 for --gans")
+    ap.add_argument("--complex", default=None, help="ComplexGAN .pt2 for --gans")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -253,6 +294,10 @@ def main(argv=None) -> int:
         cv2.imwrite(a.sheet, np.vstack([first[0], first[1], first[2]]))
         print(f"wrote {a.sheet} (rows: input, KeepSmiling, KeepSmiling again)")
     astro = astronaut_sheet(model, a.astronaut) if a.astronaut else None
+    if astro:
+        print(f"astronaut: {astro}")
+    if a.gans:
+        gans_sheet(model, a.gans, a.simple, a.complex)
     if a.json:
         write_json(a.json, dict(summary=summary, groups=groups, cost=cost, astronaut=astro,
                                 model=str(model.path), strength=a.strength,
