@@ -22,9 +22,11 @@ Convention block:
 - Network: ``(img (N, 3, S, S), rel (N, 17)) -> (attention (N, 1, S, S), residual (N, 3, S,
   S))``; ``attention`` 1 keeps the input, ``residual`` = colour - input (RGB, [0, 1] units).
 - Composite (DESIGN.md, "Generators at low resolution"): one
-  :class:`~warpcam.core.types.WarpJob` per face on a crop of the face's **real size** in the
-  frame (the model crop scaled up, at most ``max_side`` px), zero flow; ``color`` is the
-  frame's own pixels in that crop plus the upsampled residual, and the network's attention
+  :class:`~warpcam.core.types.WarpJob` per face on an **axis-aligned integer box of frame
+  pixels** around the model crop's footprint (the face's real size, at most ``max_side`` px a
+  side; unit scale, so the compositor samples it exactly at pixel centres), zero flow; the
+  network's fields are resampled into the box (they are smooth), ``color`` is the frame's own
+  pixels (exact) plus the resampled residual, and the network's attention
   mask (upsampled) is folded into ``alpha = window * (1 - attention) * fade`` (the job's own
   ``attention`` field is 0), so the result is ``frame + alpha * residual``: the frame keeps its
   detail, only the low-frequency edit comes from the network, and where the mask keeps the
@@ -218,14 +220,6 @@ def aligned_affine(landmarks_or_points: np.ndarray, size: int) -> np.ndarray:
     return invert_affine(similarity_fit(pts, np.array(TEMPLATE) * size - 0.5))
 
 
-def scaled_affine(A: np.ndarray, size: int, side: int) -> np.ndarray:
-    """The same square crop as ``A`` (``size`` px) sampled with ``side`` px (pixel centres
-    kept: crop pixel ``u'`` is ``(u' + 0.5) size / side - 0.5`` of ``A``'s crop)."""
-    k = size / side
-    S = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5], [0, 0, 1]])
-    return np.asarray(A, np.float64) @ S
-
-
 class _Track:
     __slots__ = ("points", "cond", "est")
 
@@ -250,7 +244,7 @@ class AUEditEffect(Effect):
 
     def __init__(self, settings, model=None, model_path=None, edge_margin: float = 0.12,
                  follow: float = 0.35, tol: float = 0.4, yaw_full: float = 20.0,
-                 yaw_none: float = 35.0, max_side: int = 384):
+                 yaw_none: float = 35.0, max_side: int = 1024):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
@@ -280,6 +274,19 @@ class AUEditEffect(Effect):
         if path != self._ref_path:
             self._ref, self._ref_path = reference_aus(path), path
         return self._ref
+
+    def _box(self, A: np.ndarray, size: int, shape) -> Optional[tuple]:
+        """``(x0, y0, w, h)``: the integer frame box that holds the model crop's footprint
+        (clipped to the frame, at most ``max_side`` px a side), or None when it is empty."""
+        c = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1],
+                      [size - 0.5, size - 0.5, 1]]) @ np.asarray(A, np.float64).T
+        x0, y0 = np.floor(c.min(0)).astype(int)
+        x1, y1 = np.ceil(c.max(0)).astype(int) + 1
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, shape[1], x0 + self.max_side), min(y1, shape[0], y0 + self.max_side)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return None
+        return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
     def _window(self, side: int) -> np.ndarray:
         w = self._windows.get(side)
@@ -329,11 +336,10 @@ class AUEditEffect(Effect):
             fade = min(fade_between(abs(float(face.yaw)), self.yaw_full, self.yaw_none),
                        fade_between(abs(float(face.pitch)), self.yaw_full, self.yaw_none))
             want = self.target(settings, face, t, tr) * fade
-            if tr.cond is None:
-                tr.cond = want
-            else:
-                c = tr.cond + self.follow * (want - tr.cond)
-                tr.cond = np.where(np.abs(want - c) < 0.005, want, c)
+            if tr.cond is None:  # a new face ramps in from no edit
+                tr.cond = np.zeros_like(want)
+            c = tr.cond + self.follow * (want - tr.cond)
+            tr.cond = np.where(np.abs(want - c) < 0.005, want, c)
             if fade <= 0.0 or float(np.abs(tr.cond).max()) < 1e-3:
                 continue
             inv = invert_affine(A)
@@ -361,21 +367,27 @@ class AUEditEffect(Effect):
         jobs = []
         for key, A, fade in out:
             att, res = have[key]
-            scale = float(np.hypot(A[0, 0], A[1, 0]))  # frame px per model-crop px
-            side = int(np.clip(round(size * scale), size, self.max_side))
-            Ah = scaled_affine(A, size, side)
-            if side != size:
-                att = cv2.resize(att, (side, side), interpolation=cv2.INTER_LINEAR)
-                res = cv2.resize(res, (side, side), interpolation=cv2.INTER_LINEAR)
-            own = crops.numpy(Ah[None], (side, side), 0.0, 1.0)[0].transpose(1, 2, 0)
-            color = np.clip((own + res)[..., ::-1] * 255.0, 0.0, 255.0).astype(np.float32)
-            keep = np.clip(att, 0.0, 1.0)
-            jobs.append(WarpJob(crop_to_frame=Ah, flow=np.zeros((side, side, 2), np.float32),
-                                alpha=(self._window(side) * (1.0 - keep) * fade).astype(
-                                    np.float32), color=color,
-                                attention=np.zeros((side, side), np.float32),
+            box = self._box(A, size, frame.shape)
+            if box is None:
+                continue
+            x0, y0, w, h = box
+            T = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+            # box pixel -> model-crop pixel (the fields are smooth: resampling them is harmless)
+            M = invert_affine(A) @ np.vstack([T, [0.0, 0.0, 1.0]])
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            keep = cv2.warpAffine(att, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=1.0)
+            res_b = cv2.warpAffine(res, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+            win = cv2.warpAffine(self._window(size), M, (w, h), flags=flags,
+                                 borderMode=cv2.BORDER_CONSTANT)
+            own = crops.numpy(T[None], (h, w), 0.0, 1.0)[0].transpose(1, 2, 0)  # exact pixels
+            color = np.clip((own + res_b)[..., ::-1] * 255.0, 0.0, 255.0).astype(np.float32)
+            alpha = win * (1.0 - np.clip(keep, 0.0, 1.0)) * np.float32(fade)
+            jobs.append(WarpJob(crop_to_frame=T, flow=np.zeros((h, w, 2), np.float32),
+                                alpha=alpha.astype(np.float32), color=color,
+                                attention=np.zeros((h, w), np.float32),
                                 kind="face", face_id=key,
-                                meta=dict(fade=fade, side=side, model=True,
+                                meta=dict(fade=fade, box=box, model=True,
                                           cond=self.tracks[key].cond.copy())))
         return jobs
 

@@ -1,0 +1,212 @@
+"""The AU-editing effect (``--au``, ``--expression-from``, ``--au-model``) on real frames: the
+condition it builds, the composite at the face's real size, smoothing, pose fade, the bundled
+model and the command line."""
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from tests import realdata
+from warpcam.realtime.effects.au_edit import (AUEditEffect, AUEditSettings, DEFAULT_MODEL, SPEC,
+                                              aligned_affine, load_au_model, parse_au_spec)
+from warpcam.realtime.effects.base import LiveSettings, SettingsError
+
+S = 96
+AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15",
+       "AU17", "AU20", "AU23", "AU25", "AU26", "AU45")
+
+
+class FakeModel:
+    """Darkens the lower half of the crop by ``0.15`` (RGB, [0, 1]) with attention 0 there and
+    1 above; records the conditions it was called with."""
+
+    size, au_names, au_scale = S, AUS, 5.0
+
+    def __init__(self):
+        self.conds = []
+
+    def __call__(self, crops, rel):
+        n = crops.shape[0]
+        self.conds.append(np.array(rel))
+        att = np.ones((n, S, S), np.float32)
+        att[:, S // 2:] = 0.0
+        res = np.zeros((n, S, S, 3), np.float32)
+        res[:, S // 2:] = -0.15
+        return att, res
+
+
+@pytest.fixture(scope="module")
+def hd_frame_face():
+    """A 1280 x 720 frame with the astronaut's face (about 300 px wide) and its tracked face."""
+    from warpcam.realtime.tracker import FaceTracker
+    img = cv2.resize(realdata.astronaut_bgr(), (720, 720), interpolation=cv2.INTER_CUBIC)
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[:, 280:1000] = img
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        faces = tr.track(frame)
+    assert len(faces) == 1
+    return frame, faces[0]
+
+
+def test_parse_and_settings():
+    assert parse_au_spec("AU12=+0.8,AU4=-0.5") == {"AU12": 0.8, "AU04": -0.5}
+    assert parse_au_spec(" au6 = 1 ; AU45=0") == {"AU06": 1.0, "AU45": 0.0}
+    assert parse_au_spec("") == {}
+    for bad in ("AU12", "AU3=1", "AU12=x", "AU12=3", "AU12=1,AU12=0.5", "smile=1"):
+        with pytest.raises(ValueError):
+            parse_au_spec(bad)
+    live = LiveSettings(AUEditSettings(edit="AU12=0.5"))
+    with pytest.raises(SettingsError):
+        live.update(edit="AU99=1")
+    assert live.get().edit == "AU12=0.5"  # nothing applied
+    assert not AUEditSettings().active and AUEditSettings(edit="AU4=-1").active
+    flags = [f for f, _ in SPEC.extra_args]
+    assert flags == ["--au-model"]
+
+
+def test_cli_flags_in_help(capsys):
+    from warpcam.realtime import cli
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--au ", "--expression-from", "--au-model", "--au-strength"):
+        assert flag in out, flag
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--input", "x.png", "--output", "null", "--au", "AU3=1"])
+    assert e.value.code != 0
+
+
+def test_composite_keeps_frame_detail_at_real_size(hd_frame_face):
+    """The job's crop has the face's real size (not the 96 px model crop), its colour is the
+    frame's own pixels plus the residual, so the edited region keeps its fine texture; where
+    the mask keeps the input the frame is byte-identical."""
+    from warpcam.kernels.cpu import CpuCompositor
+    frame, face = hd_frame_face
+    m = FakeModel()
+    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), m, follow=1.0)
+    jobs = eff.jobs(frame, [face], 0.0)
+    assert len(jobs) == 1
+    job = jobs[0]
+    A = aligned_affine(face.landmarks, S)
+    real_side = S * np.hypot(A[0, 0], A[1, 0])   # the model crop's side in frame pixels
+    assert job.flow.shape[0] >= real_side > 2 * S
+    assert np.allclose(job.crop_to_frame[:, :2], np.eye(2))  # unit scale, integer shift
+    assert np.allclose(job.crop_to_frame[:, 2], job.crop_to_frame[:, 2].round())
+    assert m.conds[0][0, AUS.index("AU12")] == pytest.approx(1.0)
+    assert np.count_nonzero(m.conds[0]) == 1
+    out = CpuCompositor().composite(frame, jobs)
+    # lower half of the crop, inside the feathered window: darker by about 0.15 * 255
+    u = np.array([S / 2, S * 0.7, 1.0])
+    x, y = (A @ u).round().astype(int)
+    patch = (slice(y - 15, y + 15), slice(x - 15, x + 15))
+    diff = out[patch].astype(float) - frame[patch].astype(float)
+    assert -44 < diff.mean() < -33
+    # the texture is the frame's own: high-pass of output and input agree
+    lap_in = cv2.Laplacian(frame[patch].astype(np.float32), cv2.CV_32F)
+    lap_out = cv2.Laplacian(out[patch].astype(np.float32), cv2.CV_32F)
+    assert np.abs(lap_out - lap_in).mean() < 0.1 * np.abs(lap_in).mean() + 0.5
+    # upper half of the crop (attention 1): untouched bytes
+    x, y = (A @ np.array([S / 2, S * 0.25, 1.0])).round().astype(int)
+    assert np.array_equal(out[y - 10:y + 10, x - 10:x + 10], frame[y - 10:y + 10, x - 10:x + 10])
+
+
+def test_still_face_reuses_the_network_and_condition_is_smoothed(hd_frame_face):
+    frame, face = hd_frame_face
+    m = FakeModel()
+    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), m, follow=0.5)
+    a12 = []
+    for i in range(12):
+        jobs = eff.jobs(frame, [face], i / 30)
+        a12.append(jobs[0].meta["cond"][AUS.index("AU12")])
+    assert a12[0] == pytest.approx(0.5) and a12[1] == pytest.approx(0.75)
+    assert a12[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(a12) >= 0)
+    calls = eff.calls
+    for i in range(5):
+        eff.jobs(frame, [face], (12 + i) / 30)
+    assert eff.calls == calls  # still face, settled condition: the network's output is reused
+    # zero condition: no job at all
+    eff.settings.update(edit="AU12=0")
+    for i in range(30):
+        jobs = eff.jobs(frame, [face], (20 + i) / 30)
+    assert jobs == []
+
+
+def test_head_turn_fades_out(hd_frame_face):
+    frame, face = hd_frame_face
+    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), FakeModel(), follow=1.0)
+    turned = dataclasses.replace(face, yaw=40.0)
+    assert eff.jobs(frame, [turned], 0.0) == []
+    half = dataclasses.replace(face, yaw=27.5)
+    job = eff.jobs(frame, [half], 1 / 30)[0]
+    assert 0.3 < job.meta["fade"] < 0.7 and float(job.alpha.max()) <= job.meta["fade"] + 1e-6
+
+
+def test_expression_from_a_smiling_photo_asks_for_a_smile(hd_frame_face):
+    """``--expression-from`` with a smiling photo on a neutral face asks for more AU6 and AU12
+    (reference AUs minus the user's, from the AU estimator); AU45 is never transferred."""
+    happy = realdata.REAL / "images" / "smile_pairs" / "happy1.png"
+    if not happy.exists():
+        pytest.skip(f"{happy} not present")
+    from warpcam.realtime.tracker import FaceTracker
+    frame = realdata.read_frames("mead_w009_neutral_256.mp4", limit=1)[0]
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        face = tr.track(frame)[0]
+    m = FakeModel()
+    eff = AUEditEffect(AUEditSettings(expression_from=str(happy)), m, follow=1.0)
+    eff.jobs(frame, [face], 0.0)
+    c = m.conds[-1][0]
+    assert c[AUS.index("AU12")] > 0.4 and c[AUS.index("AU06")] > 0.2  # 2 and 1 points
+    assert c[AUS.index("AU45")] == 0.0
+    from warpcam.realtime.effects.base import EffectError
+    bad = AUEditEffect(AUEditSettings(expression_from=str(happy.with_name("nope.png"))), m)
+    with pytest.raises(EffectError):
+        bad.jobs(frame, [face], 0.0)
+
+
+def test_refuses_bad_model_files(tmp_path):
+    from warpcam.realtime.effects.au_edit import AUModelError
+    from warpcam.realtime.effects.smile_model import DEFAULT_MODEL as SMILE
+    with pytest.raises(AUModelError):
+        load_au_model(tmp_path / "missing.pt2")
+    (tmp_path / "empty.pt2").write_bytes(b"")
+    with pytest.raises(AUModelError):
+        load_au_model(tmp_path / "empty.pt2")
+    with pytest.raises(AUModelError):
+        load_au_model(SMILE)  # another kind
+
+
+def test_bundled_model_edits_only_the_face(hd_frame_face):
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no bundled au_edit.pt2")
+    from warpcam.kernels.cpu import CpuCompositor
+    m = load_au_model(device="cpu")
+    assert m.au_names == AUS and m.size in (96, 128)
+    frame, face = hd_frame_face
+    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), m, follow=1.0)
+    jobs = eff.jobs(frame, [face], 0.0)
+    out = CpuCompositor().composite(frame, jobs)
+    changed = np.any(out != frame, axis=2)
+    assert changed.any()
+    ys, xs = np.nonzero(changed)
+    p = face.landmarks
+    w = p[:, 0].max() - p[:, 0].min()
+    assert xs.min() > p[:, 0].min() - 0.5 * w and xs.max() < p[:, 0].max() + 0.5 * w
+
+
+def test_cli_video_keeps_frame_count(tmp_path):
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no bundled au_edit.pt2")
+    import av
+    from warpcam.realtime import cli
+    src = realdata.video("mead_w009_neutral_256.mp4")
+    out = tmp_path / "out.mp4"
+    rc = cli.main(["--input", str(src), "--output", str(out), "--au", "AU12=+1"])
+    assert rc in (0, None)
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        na = sum(1 for _ in a.decode(video=0))
+        nb = sum(1 for _ in b.decode(video=0))
+    assert na == nb
