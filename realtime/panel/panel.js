@@ -43,11 +43,22 @@ function switchFor(id) {
 }
 
 const pending = {};
-async function send(effect, field, value) {
+const queues = {};  // one request at a time per setting: the last value sent is the one kept
+const inflight = {};  // "effect.field" -> requests not answered yet: the state leaves it alone
+function send(effect, field, value) {
+  const key = effect + "." + field;
+  inflight[key] = (inflight[key] || 0) + 1;
+  queues[key] = (queues[key] || Promise.resolve())
+    .then(() => post(effect, field, value))
+    .finally(() => { inflight[key] -= 1; });
+  return queues[key];
+}
+async function post(effect, field, value) {
   try {
     const state = await api("/api/settings", { effect: effect, changes: { [field]: value } });
     showMessage("");
-    applyState(state);
+    inflight[effect + "." + field] -= 1;  // this answer is in: apply it unless more are queued
+    try { applyState(state); } finally { inflight[effect + "." + field] += 1; }
   } catch (e) {
     showMessage(e.message);
     refresh();
@@ -62,8 +73,10 @@ function sendThrottled(effect, field, value) {  // at most ten changes a second 
 }
 
 function buildControls(schema) {
-  $("input").textContent = schema.input;
-  $("output").textContent = schema.output;
+  for (const k of ["input", "output"]) {  // the file name; the whole path on hover
+    $(k).textContent = schema[k].split(/[\\/]/).pop() || schema[k];
+    $(k).title = schema[k];
+  }
   $("preset-file").textContent = schema.presets_file;
   const root = $("effects");
   root.textContent = "";
@@ -111,7 +124,7 @@ function applyState(state) {
   for (const [effect, fields] of Object.entries(state.settings || {})) {
     for (const [field, value] of Object.entries(fields)) {
       const key = effect + "." + field, c = controls[key];
-      if (!c || key === busy) continue;
+      if (!c || key === busy || inflight[key] > 0 || pending[key]) continue;
       if (c.type === "bool") { c.range.checked = !!value; continue; }
       c.range.value = value;
       if (document.activeElement !== c.number) c.number.value = value;

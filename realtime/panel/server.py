@@ -6,8 +6,9 @@ Routes (every one needs the token, as ``?token=`` or the ``X-Warpcam-Token`` hea
 - ``GET /api/schema``: the effects and their settings (type, range, step, unit, help), generated
   from the settings dataclasses (:func:`~warpcam.realtime.panel.presets.panel_fields`), and the
   input and output in use;
-- ``GET /api/state``: the pipeline's frame count, current settings, per-stage p50 times and fps
-  over the last 30 frames (its :class:`~warpcam.realtime.pipeline.StageTimer`);
+- ``GET /api/state``: the pipeline's frame count, current settings, per-stage p50 times over
+  the last 30 frames (its :class:`~warpcam.realtime.pipeline.StageTimer`) and the frames written
+  per second over the last second;
 - ``POST /api/settings`` ``{"effect": name, "changes": {field: value}}``: applied through the
   effect's :class:`~warpcam.realtime.effects.LiveSettings` (the next frame sees it, as a whole);
   a value outside its range is refused with ``400 {"error": message}`` and nothing changes;
@@ -36,6 +37,7 @@ import math
 import secrets
 import threading
 import time
+from collections import deque
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -135,6 +137,8 @@ class Panel:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._runner = None
         self._sockets: set = set()
+        self._rate: deque = deque()
+        self._fps = 0.0
 
     # -- the pipeline's side (never blocks) ------------------------------------------------------
 
@@ -197,8 +201,17 @@ class Panel:
             v = timer.last_ms(st, WINDOW)
             if v.size:
                 stages[st] = round(float(np.median(v)), 2)
-        tot = timer.last_ms("total", WINDOW)
-        fps = 1000.0 / float(np.mean(tot)) if tot.size and np.mean(tot) > 0 else 0.0
+        # frames written per second over the last second or more (what the user gets; the
+        # "total" stage is the latency of one frame)
+        now, frames = time.perf_counter(), int(self.pipeline.frames)
+        with self._lock:
+            hist = self._rate
+            hist.append((now, frames))
+            while len(hist) > 2 and now - hist[1][0] >= 1.0:
+                hist.popleft()
+            t_old, f_old = hist[0]
+        fps = (frames - f_old) / (now - t_old) if now - t_old >= 0.25 else self._fps
+        self._fps = fps
         return dict(frames=int(self.pipeline.frames), running=self.running,
                     settings=P.current_preset(self.pipeline), stages_ms=stages,
                     fps=round(fps, 1),
