@@ -182,7 +182,7 @@ def sheet(model, data: Path, out: Path, n_faces: int = 2, tile: int = 128) -> Pa
                     o = comp.composite(img, eff.jobs(img, faces, 0.0))
                     cell = cv2.warpAffine(o, M, (tile, tile), flags=cv2.WARP_INVERSE_MAP
                                           | cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-                    cv2.putText(cell, f"{a} {lv:+.2g}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    cv2.putText(cell, f"{a} {lv:+g}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                                 (255, 255, 255), 1, cv2.LINE_AA)
                     cells.append(cell)
                 rows.append(np.hstack(cells))
