@@ -269,3 +269,25 @@ def test_config_flag_reads_the_presets_file(tmp_path):
         assert exc.value.code == 2
         with pytest.raises(PresetError, match=words.replace("[", r"\[")):
             presets.preset_from_file(bad)
+
+
+def test_cli_port_taken_is_one_line_and_leaves_no_output(tmp_path):
+    import subprocess
+    import sys
+
+    from tests import realdata
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = tmp_path / "out.mp4"
+        r = subprocess.run([sys.executable, "-m", "warpcam.realtime.cli", "--input",
+                            str(realdata.video("mead_w009_neutral_256.mp4")), "--output",
+                            str(out), "--panel", "--panel-port", str(port), "--quiet"],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(__import__("os").environ, XDG_CONFIG_HOME=str(tmp_path / "cfg")))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot serve the panel" in lines[0] and "in use" in lines[0]
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cfg"] == []  # no (partial) output
