@@ -142,6 +142,17 @@ def test_panel_in_chromium(tmp_path):
             page.click("#view .switch")
             playwright_api.expect(page.locator("#which")).to_have_text("after", timeout=5000)
 
+            # a hidden tab asks for no pictures (the pipeline's hook then copies nothing)
+            assert state(url)["viewers"] == 1
+            page.evaluate("""() => {
+                Object.defineProperty(document, "hidden", {value: true, configurable: true});
+                document.dispatchEvent(new Event("visibilitychange")); }""")
+            wait_for(url, lambda s: s["viewers"] == 0, "no viewer while hidden", timeout=5)
+            page.evaluate("""() => {
+                Object.defineProperty(document, "hidden", {value: false, configurable: true});
+                document.dispatchEvent(new Event("visibilitychange")); }""")
+            wait_for(url, lambda s: s["viewers"] == 1, "a viewer again", timeout=5)
+
             # a value typed out of range: refused by the server, the message on the page
             page.fill("#n-smile-strength", "5")
             page.press("#n-smile-strength", "Enter")

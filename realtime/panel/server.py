@@ -6,7 +6,7 @@ Routes (every one needs the token, as ``?token=`` or the ``X-Warpcam-Token`` hea
 - ``GET /api/schema``: the effects and their settings (type, range, step, unit, help), generated
   from the settings dataclasses (:func:`~warpcam.realtime.panel.presets.panel_fields`), and the
   input and output in use;
-- ``GET /api/state``: the pipeline's frame count, current settings, per-stage p50 times over
+- ``GET /api/state``: the pipeline's frame count, the pages watching the picture, current settings, per-stage p50 times over
   the last 30 frames (its :class:`~warpcam.realtime.pipeline.StageTimer`) and the frames written
   per second over the last second;
 - ``POST /api/settings`` ``{"effect": name, "changes": {field: value}}``: applied through the
@@ -172,10 +172,6 @@ class Panel:
         with self._lock:
             self._pic = (self._pic[0] + 1, img, before)
 
-    def finished(self) -> None:
-        """The pipeline has stopped (the page says so)."""
-        self.running = False
-
     # -- state for the page ----------------------------------------------------------------------
 
     def schema(self) -> dict:
@@ -216,7 +212,8 @@ class Panel:
                     settings=P.current_preset(self.pipeline), stages_ms=stages,
                     fps=round(fps, 1),
                     versions={k: s.version for k, s in self.pipeline.settings.items()},
-                    dropped=int(getattr(self.pipeline, "dropped", 0) or 0))
+                    dropped=int(getattr(self.pipeline, "dropped", 0) or 0),
+                    viewers=int(self._viewers))
 
     def apply(self, effect: str, changes: dict) -> dict:
         """Apply changes from the page. Raises :class:`SettingsError` (nothing applied)."""
