@@ -394,15 +394,15 @@ class AUEditEffect(Effect):
 
 def _build(live, options) -> Effect:
     """``options["model"]``: a loaded model, a ``.pt2`` path, or ``""`` / absent for the bundled
-    ``au_edit.pt2``. The model is loaded and checked now when the edit is on at start (so a bad
-    file stops before the first frame), else when it is first asked for; an
+    ``au_edit.pt2``. The model is loaded and checked now when the edit is on at start or a file
+    is named (so a bad file stops before the first frame), else when it is first asked for; an
     ``--expression-from`` image is read now too."""
     model = (options or {}).get("model")
     path = model if isinstance(model, (str, Path)) else None
     eff = AUEditEffect(live, model=None if path is not None else model,
                        model_path=path or None)
     s = live.get()
-    if s.active:
+    if s.active or path:  # a file named with --au-model is checked at start in any case
         eff._ensure_model()
         if s.expression_from.strip():
             eff._reference(s.expression_from.strip())
