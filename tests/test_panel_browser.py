@@ -196,7 +196,8 @@ def test_panel_in_chromium(tmp_path):
 
     src, dst = frames(realdata.video(VIDEO)), frames(out)
     assert len(dst) == len(src) == 536
-    changed = [np.abs(d.astype(np.int16) - s).max(axis=2) > 24 for s, d in zip(src, dst)]
+    changed = [np.abs(d.astype(np.int16) - s).max(axis=2) > 24
+               for s, d in zip(src, dst, strict=True)]
 
     def rows(a, b):  # frames with the settings of one phase (the change is at most one late)
         return [changed[i] for i in range(a + 2, b)]

@@ -6,9 +6,10 @@ Routes (every one needs the token, as ``?token=`` or the ``X-Warpcam-Token`` hea
 - ``GET /api/schema``: the effects and their settings (type, range, step, unit, help), generated
   from the settings dataclasses (:func:`~warpcam.realtime.panel.presets.panel_fields`), and the
   input and output in use;
-- ``GET /api/state``: the pipeline's frame count, the pages watching the picture, current settings, per-stage p50 times over
-  the last 30 frames (its :class:`~warpcam.realtime.pipeline.StageTimer`) and the frames written
-  per second over the last second;
+- ``GET /api/state``: the pipeline's frame count, the pages watching the picture, the current
+  settings, per-stage p50 times over the last 30 frames (its
+  :class:`~warpcam.realtime.pipeline.StageTimer`) and the frames written per second over the
+  last second;
 - ``POST /api/settings`` ``{"effect": name, "changes": {field: value}}``: applied through the
   effect's :class:`~warpcam.realtime.effects.LiveSettings` (the next frame sees it, as a whole);
   a value outside its range is refused with ``400 {"error": message}`` and nothing changes;
