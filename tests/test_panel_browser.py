@@ -113,7 +113,7 @@ def test_panel_in_chromium(tmp_path):
                 assert page.locator(sel).count() == 1, sel
             s = wait_for(url, lambda s: s["frames"] >= 15, "15 frames")
             assert s["settings"]["smile"]["strength"] == 0.0
-            phases = {"base": s["frames"]}
+            phases = {"base": state(url)["frames"]}  # frames before the first key press
 
             # 1. the smile slider, moved with the keyboard: 0 -> 0.8
             page.focus("#s-smile-strength")
@@ -124,6 +124,7 @@ def test_panel_in_chromium(tmp_path):
             phases["smile"] = s["frames"]
             wait_for(url, lambda s: s["frames"] >= phases["smile"] + 30, "30 frames")
             # 2. gaze pitch slider up by 15 deg, then 3. the gaze switch off
+            phases["smile_end"] = state(url)["frames"]
             page.focus("#s-gaze-pitch_deg")
             for _ in range(15):
                 page.keyboard.press("ArrowRight")
@@ -202,8 +203,8 @@ def test_panel_in_chromium(tmp_path):
     def rows(a, b):  # frames with the settings of one phase (the change is at most one late)
         return [changed[i] for i in range(a + 2, b)]
 
-    base = rows(0, phases["smile"] - 1)
-    smile = rows(phases["smile"], phases["pitch"])
+    base = rows(0, phases["base"])
+    smile = rows(phases["smile"], phases["smile_end"])
     pitch = rows(phases["pitch"], phases["off"])
     off = rows(phases["off"], phases["end"])
     assert min(len(base), len(smile), len(pitch), len(off)) >= 10, phases
@@ -217,9 +218,9 @@ def test_panel_in_chromium(tmp_path):
                    off_eyes=n(off, eyes), y_mouth=y_mouth, phases=phases)
     print("changed pixels per frame:", figures)
     # the smile: many more changed pixels, in the lower face (the mouth: below the eyes)
-    assert n(smile) > 5 * max(n(base), 10) and n(smile) - n(base) > 300, figures
+    assert n(smile) > 20 * max(n(base), 5) and n(smile) - n(base) > 200, figures
     assert y_mouth > src[0].shape[0] * 0.5, figures
     # gaze pitch +15: the eyes change too, above the mouth; the gaze switch off: they are back
-    assert n(pitch, eyes) > 3 * max(n(smile, eyes), 10), figures
-    assert n(off, eyes) < 0.4 * n(pitch, eyes), figures
+    assert n(pitch, eyes) > 10 * max(n(smile, eyes), 10), figures
+    assert n(off, eyes) < 0.1 * n(pitch, eyes), figures
     assert n(off) > 0.5 * n(smile), figures  # the smile stays on
