@@ -183,11 +183,13 @@ def test_panel_in_chromium(tmp_path):
             page.wait_for_selector("#live[src^='blob:']", timeout=15000)  # a frame came
             page.wait_for_timeout(1200)  # a state message: the timings table is filled
             shot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shot))
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(shot), full_page=True)
             assert state(url)["running"]  # all of it while the video was still playing
         finally:
             browser.close()
         assert wc.proc.wait(timeout=90) == 0, "\n".join(wc.lines)
+        assert not [ln for ln in wc.lines if "Traceback" in ln or "error" in ln.lower()], wc.lines
     assert shot.stat().st_size > 20_000
 
     # --- the output file, frame by frame against the input ------------------------------------
