@@ -77,6 +77,7 @@ def interrupt_status(exc: BaseException) -> tuple:
 #: ``warpcam NAME ...`` runs ``main(argv)`` of the module (imported only then).
 SUBCOMMANDS = {
     "analyze": "warpcam.realtime.analyze",  # AU / pose / gaze CSV per frame (OpenFace columns)
+    "batch": "warpcam.realtime.batch",  # a folder of videos: process pool or Ray cluster
 }
 
 
@@ -560,11 +561,30 @@ def _main(argv: Optional[List[str]] = None) -> int:
         from warpcam.realtime.calibrate import main as calibrate
         return calibrate([a for a in argv if a not in ("calibrate", "--calibrate")],
                          main_flags_ok=argv[:1] != ["calibrate"])
+    return run_job(parse_job_args(argv))
+
+
+def parse_job_args(argv: List[str]) -> argparse.Namespace:
+    """Parse and check the flags of one ``warpcam [options]`` job (``warpcam batch`` parses
+    each of its files' jobs with it). Usage errors exit with status 2 and one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.max_faces is None:  # KeepSmiling is for group photos: every face by default
         args.max_faces = MAX_FACES if getattr(args, "effect__keep_smiling__enabled", None) else 1
     _validate(parser, args)
+    return args
+
+
+def run_job(args: argparse.Namespace, *, on_frame: Optional[callable] = None,
+            say: Optional[callable] = None) -> int:
+    """Run one job (``--input`` to ``--output``) from :func:`parse_job_args`'s result: the one
+    code path of ``warpcam --input … --output …`` and of every file of ``warpcam batch``.
+
+    ``on_frame(frame, out, faces, jobs)`` is called after each frame is written; ``say(line)``
+    receives the one-line error (default: stderr). Returns the exit status (0, or 2 with the
+    error said); Ctrl-C, stop signals and bugs propagate (the output file is removed first).
+    """
+    _say = say or globals()["_say"]
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="warpcam: %(message)s")
 
@@ -624,7 +644,13 @@ def _main(argv: Optional[List[str]] = None) -> int:
                                   static_images=isinstance(source, ImageSource))
             _check_stop()
             pipeline = Pipeline(tracker, compositor, effects, inplace=True)
-            run_source, on_frame = source, _check_stop
+            extra_on_frame = on_frame
+
+            def on_frame(*frame_out_faces_jobs):
+                _check_stop()
+                if extra_on_frame is not None:
+                    extra_on_frame(*frame_out_faces_jobs)
+            run_source = source
             if args.panel:  # served from a background thread; the pipeline never waits for it
                 from warpcam.realtime.panel import Panel, PanelError
                 try:
@@ -636,9 +662,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
                 _say(f"warpcam: control panel at {panel.url}")
                 run_source = panel.wrap_source(source)
 
-                def on_frame(frame, out, faces, jobs):
+                def on_frame(frame, out, faces, jobs, _then=on_frame):
                     panel.on_frame(frame, out, faces, jobs)
-                    _check_stop()
+                    _then(frame, out, faces, jobs)
             stats = pipeline.run(run_source, sink, progress=not args.quiet, on_frame=on_frame)
         except (SourceError, SinkError, ValueError) as exc:
             sink.abort()
