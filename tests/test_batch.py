@@ -1,0 +1,179 @@
+"""``warpcam batch`` on a local process pool: same outputs as one ``warpcam`` run per file, the
+manifest (rerun skips, a touched input is redone), a broken file fails alone, Ctrl-C keeps what
+was finished and leaves no partial file. Real clips (MEAD, 256 px), trimmed to a few frames."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "videos"
+CLIPS = {"a.mp4": "mead_w009_neutral_256.mp4", "sub/b.mp4": "mead_w009_happy_256.mp4"}
+FLAGS = ["--gaze-pitch", "12", "--smile", "0.6", "--backend", "cpu"]
+
+
+def trim(src: Path, dst: Path, frames: int) -> None:
+    """The first ``frames`` frames of ``src`` re-encoded into ``dst`` (H.264, no audio)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        vs = i.streams.video[0]
+        s = o.add_stream("libx264", rate=vs.average_rate or 25)
+        s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
+        for k, f in enumerate(i.decode(vs)):
+            if k >= frames:
+                break
+            o.mux(s.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"),
+                                                      format="bgr24")))
+        o.mux(s.encode(None))
+
+
+def decode(path: Path) -> list:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def make_tree(root: Path, frames: int = 12, broken: bool = False) -> Path:
+    if not VIDEOS.is_dir():
+        pytest.skip("shared videos missing")
+    for rel, name in CLIPS.items():
+        trim(VIDEOS / name, root / rel, frames)
+    if broken:
+        (root / "sub" / "broken.mp4").write_bytes(b"not a video, just bytes\n" * 40)
+    (root / "notes.txt").write_text("not matched by the default pattern\n")
+    return root
+
+
+def run_batch(*argv) -> int:
+    from warpcam.realtime import batch
+
+    return batch.main([str(a) for a in argv] + ["--quiet"])
+
+
+def report(out: Path) -> dict:
+    r = json.loads((out / "warpcam-batch-report.json").read_text())
+    return {f["input"]: f for f in r["files"]} | {"_totals": r["totals"]}
+
+
+def leftovers(out: Path) -> list:
+    return sorted(p.name for p in out.rglob(".*") if "warpcam" in p.name and p.is_file()
+                  and not p.name.endswith("-lock"))
+
+
+def test_two_workers_give_the_outputs_of_single_runs_and_a_broken_file_fails_alone(tmp_path):
+    from warpcam.realtime import cli
+
+    src = make_tree(tmp_path / "in", broken=True)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    code = run_batch(src, out, *FLAGS, "--workers", "2")
+    wall = time.monotonic() - t0
+    assert code == 1  # one file failed
+    rep = report(out)
+    assert rep["sub/broken.mp4"]["status"] == "failed"
+    assert "cannot open video" in rep["sub/broken.mp4"]["error"]
+    assert "\n" not in rep["sub/broken.mp4"]["error"]
+    assert not (out / "sub" / "broken.mp4").exists()
+    assert "notes.txt" not in rep
+    assert rep["_totals"]["done"] == 2 and rep["_totals"]["failed"] == 1
+    for rel in CLIPS:
+        row = rep[rel]
+        assert row["status"] == "done" and row["frames"] == 12 and row["error"] is None
+        assert row["fps"] > 0 and 0 < row["seconds"] < wall
+        single = tmp_path / "single" / rel
+        single.parent.mkdir(parents=True, exist_ok=True)
+        assert cli.main(["--input", str(src / rel), "--output", str(single), "--quiet",
+                         *FLAGS]) == 0
+        got, want, orig = decode(out / rel), decode(single), decode(src / rel)
+        assert len(got) == len(want) == 12
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        # the effects did edit the face (else the comparison above proves nothing)
+        assert max(np.abs(g.astype(int) - o).max() for g, o in zip(got, orig)) > 30
+    man = json.loads((out / "warpcam-batch-manifest.json").read_text())["files"]
+    assert set(man) == set(CLIPS)  # the failed file is not recorded as complete
+    e = man["a.mp4"]
+    assert e["size"] == (src / "a.mp4").stat().st_size and len(e["sha256"]) == 64
+    assert e["settings"]["flags"]["effect__gaze__pitch_deg"] == 12.0 and e["version"]
+    assert leftovers(out) == []
+
+
+def test_rerun_skips_all_and_a_touched_input_is_redone_alone(tmp_path):
+    src = make_tree(tmp_path / "in", frames=8)
+    out = tmp_path / "out"
+    assert run_batch(src, out, *FLAGS, "--workers", "2") == 0
+    stamp = {rel: (out / rel).stat().st_mtime_ns for rel in CLIPS}
+    assert run_batch(src, out, *FLAGS, "--workers", "2") == 0
+    rep = report(out)
+    assert [rep[r]["status"] for r in CLIPS] == ["skipped", "skipped"]
+    assert {rel: (out / rel).stat().st_mtime_ns for rel in CLIPS} == stamp
+    st = (src / "sub/b.mp4").stat()
+    os.utime(src / "sub/b.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert run_batch(src, out, *FLAGS, "--workers", "2") == 0
+    rep = report(out)
+    assert rep["a.mp4"]["status"] == "skipped" and rep["sub/b.mp4"]["status"] == "done"
+    assert (out / "a.mp4").stat().st_mtime_ns == stamp["a.mp4"]
+    assert (out / "sub/b.mp4").stat().st_mtime_ns != stamp["sub/b.mp4"]
+    # other settings: every file is redone
+    assert run_batch(src, out, "--gaze-pitch", "5", "--workers", "2") == 0
+    assert [report(out)[r]["status"] for r in CLIPS] == ["done", "done"]
+
+
+def test_usage_errors_are_one_line_before_any_work(tmp_path, capsys):
+    src = make_tree(tmp_path / "in", frames=2)
+    assert run_batch(src, src) == 2
+    assert run_batch(tmp_path / "missing", tmp_path / "o") == 2
+    assert run_batch(src, tmp_path / "o", "--output", "x.mp4") == 2
+    with pytest.raises(SystemExit) as exc:
+        run_batch(src, tmp_path / "o", "--gaze-pitch", "nope")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "OUT_DIR is IN_DIR" in err and "is not a folder" in err and "not a batch flag" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_keeps_finished_files_leaves_no_partial_one_and_rerun_finishes(tmp_path):
+    src = tmp_path / "in"
+    for k in range(3):
+        trim(VIDEOS / "mead_w009_neutral_256.mp4", src / f"clip{k}.mp4", 40)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "warpcam.realtime.cli", "batch", str(src), str(out), *FLAGS,
+           "--workers", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    manifest = out / "warpcam-batch-manifest.json"
+    deadline = time.monotonic() + 60
+    try:  # stop once the first file is finished and the second one is being written
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
+            if done and list(out.glob(".clip1.warpcam-tmp.mp4")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the batch ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()[-500:]
+    assert b"interrupted" in err
+    rep = report(out)
+    assert rep["clip0.mp4"]["status"] == "done"
+    assert rep["clip1.mp4"]["status"] == "interrupted"
+    assert rep["clip2.mp4"]["status"] == "not started"
+    assert (out / "clip0.mp4").exists()
+    assert not (out / "clip1.mp4").exists() and not (out / "clip2.mp4").exists()
+    assert leftovers(out) == []
+    assert len(decode(out / "clip0.mp4")) == 40
+    assert run_batch(src, out, *FLAGS, "--workers", "2") == 0
+    rep = report(out)
+    assert [rep[f"clip{k}.mp4"]["status"] for k in range(3)] == ["skipped", "done", "done"]
+    assert all(len(decode(out / f"clip{k}.mp4")) == 40 for k in range(3))
