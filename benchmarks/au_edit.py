@@ -218,7 +218,8 @@ def _cli(args) -> float:
     return time.perf_counter() - t0
 
 
-def video_eval(model_path, tmp: Path) -> dict:
+def video_eval(model_path, tmp: Path, figure=None) -> dict:
+    """The video checks (module docstring); ``figure``: a PNG of 4 frames, input above output."""
     from warpcam.realtime.au import AUEstimator
     from warpcam.realtime.tracker import FaceTracker
     tmp.mkdir(parents=True, exist_ok=True)
@@ -253,6 +254,12 @@ def video_eval(model_path, tmp: Path) -> dict:
         edit_change_per_frame=round(float(np.abs(np.diff(edit, axis=0)).mean()), 3),
         input_change_per_frame=round(float(np.abs(np.diff(ins, axis=0)).mean()), 3),
         edit_mean_abs=round(float(np.abs(edit).mean()), 3))
+    if figure:
+        idx = np.linspace(0, len(fin) - 1, 4).astype(int)
+        strip = np.vstack([np.hstack([fin[i] for i in idx]), np.hstack([fout[i] for i in idx])])
+        Path(figure).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(figure), strip, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"wrote {figure}")
     happy = REAL / "images" / "smile_pairs" / "happy1.png"
     out2 = tmp / "from_happy.mp4"
     _cli(["--input", str(src), "--output", str(out2), "--expression-from", str(happy), *extra])
@@ -286,6 +293,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sheet", default=None, help="write the single-AU sheet PNG here")
+    ap.add_argument("--video-figure", default=None, help="PNG: 4 frames of the AU12 clip, "
+                    "input above output")
     ap.add_argument("--skip", nargs="*", default=[], choices=["cost", "heldout", "video"])
     ap.add_argument("--tmp", default="/tmp/au_edit_bench")
     ap.add_argument("--json", action="store_true", help="write benchmarks/results/au_edit.json")
@@ -307,7 +316,7 @@ def main(argv=None) -> dict:
         res["heldout"] = heldout(model, data, a.limit)
         print(json.dumps(res["heldout"], indent=1), flush=True)
     if "video" not in a.skip:
-        res["video"] = video_eval(a.model, Path(a.tmp))
+        res["video"] = video_eval(a.model, Path(a.tmp), a.video_figure)
         print(json.dumps(res["video"], indent=1), flush=True)
     if a.json:
         p = ROOT / "benchmarks" / "results" / "au_edit.json"
