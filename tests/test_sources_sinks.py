@@ -799,14 +799,15 @@ def test_hotkeys_clamp_the_smile_to_plus_minus_one():
 
 def test_hud_lines_show_fps_stage_medians_and_every_effect():
     p = fake_pipeline(builtin_effects(smile=0.5))
-    assert hud_lines(p) == ["fps   0.0", "gaze on (landmark)  smile +0.5"]
+    every = "gaze on (landmark)  smile +0.5  keep smiling off  au off"
+    assert hud_lines(p) == ["fps   0.0", every]
     for ms in range(1, 41):  # only the last 30 count: 11..40 ms
         p.timer.add("total", 0.040)
         p.timer.add("tracking", ms / 1000.0)
     lines = hud_lines(p)
     assert lines[0] == "fps  25.0"
     assert lines[1] == "tracking   25.5 ms"
-    assert len(lines) == 3 and lines[2] == "gaze on (landmark)  smile +0.5"
+    assert len(lines) == 3 and lines[2] == every
     toy_p, _ = toy_pipeline(on=False, amount=-0.5)
     assert hud_lines(toy_p)[-1] == "toy off -0.5 x2"
 

@@ -238,20 +238,23 @@ class AUEditEffect(Effect):
             ``au_names``), or ``None`` to load ``model_path`` when the edit is first asked for.
         model_path: the ``.pt2`` to load lazily (``None``: the bundled one).
         max_side: largest composite crop side, px.
+        cache: keep each face's model output while its aligned landmarks and condition hold
+            still (``False``: run the model every frame, as benchmarks and equivalence
+            tests want).
     """
 
     name = "au"
 
     def __init__(self, settings, model=None, model_path=None, edge_margin: float = 0.12,
                  follow: float = 0.35, tol: float = 0.4, yaw_full: float = 20.0,
-                 yaw_none: float = 35.0, max_side: int = 1024):
+                 yaw_none: float = 35.0, max_side: int = 1024, cache: bool = True):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
         self.model, self.model_path = model, model_path
         self.edge_margin, self.follow = edge_margin, follow
         self.yaw_full, self.yaw_none, self.max_side = yaw_full, yaw_none, max_side
-        self.cache = CropCache(tol=tol, max_age=10 ** 9)
+        self.cache: Optional[CropCache] = CropCache(tol=tol, max_age=10 ** 9) if cache else None
         self.tracks: Dict[int, _Track] = {}
         self._ref_path, self._ref = None, None
         self._windows: dict = {}
@@ -259,7 +262,9 @@ class AUEditEffect(Effect):
 
     def hud(self) -> str:
         s = self.settings.get()
-        what = s.edit or (f"from {Path(s.expression_from).name}" if s.expression_from else "off")
+        if not s.active:
+            return "au off"
+        what = s.edit or f"from {Path(s.expression_from).name}"
         return f"au {what} x{s.strength:.1f}"
 
     def _ensure_model(self):
@@ -315,7 +320,8 @@ class AUEditEffect(Effect):
     def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
              crops: Optional[FrameCrops] = None) -> List[WarpJob]:
         settings = self.settings.get()
-        self.cache.tick()
+        if self.cache is not None:
+            self.cache.tick()
         if not settings.active:
             self.tracks.clear()
             return []
@@ -346,7 +352,7 @@ class AUEditEffect(Effect):
             lmk = np.asarray(face.landmarks, np.float64)[list(_EXPR_POINTS), :2]
             sig = np.concatenate([(lmk @ inv[:, :2].T + inv[:, 2]).ravel(),
                                   tr.cond * (size / 4.0)])
-            fields = self.cache.get(key, sig)
+            fields = self.cache.get(key, sig) if self.cache is not None else None
             if fields is None:
                 todo.append((key, A, tr.cond.astype(np.float32), sig))
             else:
@@ -363,7 +369,8 @@ class AUEditEffect(Effect):
             for j, (key, _, _, sig) in enumerate(todo):
                 have[key] = (np.ascontiguousarray(att[j], np.float32),
                              np.ascontiguousarray(res[j], np.float32))
-                self.cache.put(key, sig, have[key])
+                if self.cache is not None:
+                    self.cache.put(key, sig, have[key])
         jobs = []
         for key, A, fade in out:
             att, res = have[key]
