@@ -89,6 +89,17 @@ def test_smile_flow_is_fold_free_and_local(astronaut_face, strength):
     assert np.sign(j.meta["corner_shift_px"][:, 1]).tolist() == [-np.sign(strength)] * 2
 
 
+def test_smile_switched_off_keeps_its_strength_and_moves_nothing(astronaut_face):
+    from warpcam.realtime.effects.base import LiveSettings
+
+    live = LiveSettings(SmileSettings(0.8))
+    eff = SmileEffect(live, cache=False)
+    assert len(eff.jobs(astronaut_bgr(), [astronaut_face])) == 1 and eff.hud() == "smile +0.8"
+    live.update(enabled=False)
+    assert eff.jobs(astronaut_bgr(), [astronaut_face]) == [] and eff.hud() == "smile off"
+    assert live.get().strength == 0.8 and not live.get().active
+
+
 def test_smile_strength_is_validated():
     with pytest.raises(ValueError):
         SmileSettings(1.5)

@@ -45,13 +45,15 @@ class SmileSettings:
     strength: float = setting(0.0, flag="--smile", lo=-1.0, hi=1.0, step=0.1,
                               help="smile strength in [-1, 1]: + lifts the mouth corners (AU12), "
                                    "- lowers them (AU15)")
+    enabled: bool = setting(True, cli=False, help="smile control on or off (preview key m); "
+                                                  "off keeps the strength for when it is back")
 
     def __post_init__(self):
         validate(self)
 
     @property
     def active(self) -> bool:
-        return abs(self.strength) > 1e-3
+        return self.enabled and abs(self.strength) > 1e-3
 
 
 def mouth_displacements(points_crop: dict, strength: float, mouth_w: float) -> tuple:
@@ -225,10 +227,11 @@ class SmileEffect(Effect):
 
     def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
              crops: Optional[FrameCrops] = None) -> List[WarpJob]:
-        s = self.settings.get().strength  # once per frame
+        settings = self.settings.get()  # once per frame
+        s = settings.strength
         if self.cache is not None:
             self.cache.tick()
-        if abs(s) < 1e-3:
+        if not settings.active:
             return []
         out = []
         for face in faces:
@@ -238,7 +241,8 @@ class SmileEffect(Effect):
         return out
 
     def hud(self) -> str:
-        return f"smile {self.settings.get().strength:+.1f}"
+        s = self.settings.get()
+        return f"smile {s.strength:+.1f}" if s.enabled else "smile off"
 
     def _mouth_job(self, face: Face, s: float):
         pts = face.landmarks.astype(np.float64)
@@ -316,4 +320,4 @@ SPEC = EffectSpec(
         nargs="?", const="", default=None, metavar="FILE",
         help="edit the smile with the trained DeepWarp smile transformer (.pt2, seed 000) "
              "instead of the landmark warp; without FILE: the bundled smile_deepwarp.pt2")),),
-    hud_keys=(("]", "strength", 0.1), ("[", "strength", -0.1)))
+    hud_keys=(("]", "strength", 0.1), ("[", "strength", -0.1), ("m", "enabled", None)))

@@ -166,7 +166,8 @@ class ModelSmileEffect(Effect):
         self._corners = c
 
     def hud(self) -> str:
-        return f"smile {self.settings.get().strength:+.1f} (model)"
+        s = self.settings.get()
+        return f"smile {s.strength:+.1f} (model)" if s.enabled else "smile off (model)"
 
     def _smooth_affine(self, tr: _Track, A: np.ndarray) -> np.ndarray:
         # distance in crop pixels between the corners of the two crops
@@ -181,7 +182,8 @@ class ModelSmileEffect(Effect):
 
     def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
              crops: Optional[FrameCrops] = None) -> List[WarpJob]:
-        target = float(self.settings.get().strength)
+        settings = self.settings.get()
+        target = float(settings.strength) if settings.enabled else 0.0  # off: ramps out
         seen = set()
         todo, out_faces = [], []
         for face in faces:
