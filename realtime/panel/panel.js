@@ -72,6 +72,13 @@ function sendThrottled(effect, field, value) {  // at most ten changes a second 
              100);
 }
 
+function labelText(f) {  // "pitch_deg" with unit "deg" -> "pitch (deg)"; "au12" -> "AU12"
+  let name = f.name;
+  if (f.unit && name.endsWith("_" + f.unit)) name = name.slice(0, -f.unit.length - 1);
+  name = name.replace(/^au(\d+)$/i, "AU$1").replace(/_/g, " ");
+  return name + (f.unit ? " (" + f.unit + ")" : "");
+}
+
 function buildControls(schema) {
   for (const k of ["input", "output"]) {  // the file name; the whole path on hover
     $(k).textContent = schema[k].split(/[\\/]/).pop() || schema[k];
@@ -81,13 +88,12 @@ function buildControls(schema) {
   const root = $("effects");
   root.textContent = "";
   for (const eff of schema.effects) {
-    const title = el("h2", { text: eff.name });
+    const title = el("h2", { text: eff.name.replace(/_/g, " ") });
     const card = el("div", { class: "card", id: "effect-" + eff.name }, [title]);
     if (eff.help) card.appendChild(el("div", { class: "help", text: eff.help }));
     for (const f of eff.fields) {
       const key = eff.name + "." + f.name;
-      const label = el("label", { text: f.name.replace(/_/g, " ") + (f.unit ? " (" + f.unit + ")" : ""),
-                                  title: f.help });
+      const label = el("label", { text: labelText(f), title: f.help });
       if (f.type === "bool") {
         const [box, input] = switchFor("s-" + eff.name + "-" + f.name);
         input.title = f.help;
