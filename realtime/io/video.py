@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from warpcam.core.types import Frame
+from warpcam.core.video import rotate_code
 from warpcam.realtime.io.base import Source, SourceError
 
 __all__ = ["VideoFileSource", "TimelineMender", "note_timeline_jump"]
@@ -101,18 +102,6 @@ def _av_reason(exc: BaseException) -> str:
     return str(reason).strip().rstrip(".")
 
 
-def _rotate_code(rotation: float) -> Optional[int]:
-    """cv2.rotate code that undoes a display-matrix rotation of ``rotation`` degrees.
-
-    PyAV's ``VideoFrame.rotation`` is the angle (counter-clockwise, degrees) by which the
-    display matrix rotates the stored picture for display, so we rotate the picture by the same
-    angle counter-clockwise (FFmpeg's ``autorotate`` does the same).
-    """
-    quarter = int(round(float(rotation) / 90.0)) % 4
-    return {0: None, 1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180,
-            3: cv2.ROTATE_90_CLOCKWISE}[quarter]
-
-
 class VideoFileSource(Source):
     """Decode the first video stream of a file with PyAV.
 
@@ -172,7 +161,7 @@ class VideoFileSource(Source):
             f"#{st.index} {st.type}" for st in container.streams if st.index != stream.index)
         self._rotation = int(round(getattr(first, "rotation", 0) or 0)) if autorotate else 0
         w, h = first.width, first.height
-        if _rotate_code(self._rotation) in (cv2.ROTATE_90_CLOCKWISE,
+        if rotate_code(self._rotation) in (cv2.ROTATE_90_CLOCKWISE,
                                             cv2.ROTATE_90_COUNTERCLOCKWISE):
             w, h = h, w
         self._width, self._height = int(w), int(h)
@@ -263,7 +252,7 @@ class VideoFileSource(Source):
         container, stream, frames, first = self._pending
         self._pending = None
         tb = self._time_base
-        rot = _rotate_code(self._rotation)
+        rot = rotate_code(self._rotation)
         step = None
         if self._fps and tb:
             step = max(1, int(round(1.0 / (self._fps * tb))))
