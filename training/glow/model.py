@@ -254,7 +254,8 @@ class FlowStep(nn.Module):
 
 def _gauss_logp(z, mean, logs) -> torch.Tensor:
     """Sum over all but the batch dim of ``log N(z; mean, exp(logs)^2)``."""
-    return (-0.5 * (LOG2PI + 2.0 * logs + (z - mean) ** 2 * torch.exp(-2.0 * logs))).flatten(1).sum(1)
+    lp = -0.5 * (LOG2PI + 2.0 * logs + (z - mean) ** 2 * torch.exp(-2.0 * logs))
+    return lp.flatten(1).sum(1)
 
 
 class Glow(nn.Module):
@@ -359,8 +360,7 @@ class Glow(nn.Module):
         h = None
         for i in range(len(self.levels) - 1, -1, -1):
             if i == len(self.levels) - 1:
-                n = eps[i].shape[0]
-                mean, logs = self.top_mean.expand(n, -1, -1, -1), self.top_logs.expand(n, -1, -1, -1)
+                mean, logs = self._prior(i, eps[i])  # learned top prior (batch size only)
                 h = mean + torch.exp(logs) * eps[i]
             else:
                 mean, logs = self._prior(i, h)
