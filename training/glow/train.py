@@ -90,6 +90,7 @@ def val_bpd(net: Glow, val: torch.Tensor, device, batch: int = 64, seed: int = 7
 def sample_sheet(net: Glow, val: torch.Tensor, device, n: int = 8) -> np.ndarray:
     """BGR uint8: a row of samples (T = 0.7), a row of faces, a row of decode(encode(face))."""
     net.eval()
+    n = min(n, len(val))
     g = torch.Generator().manual_seed(3)
     s = net.sample(n, 0.7, generator=g).cpu()
     x = to01(val[:n]).to(device)

@@ -151,7 +151,7 @@ def to_bgr_u8(images01: np.ndarray) -> np.ndarray:
 class GlowCodec:
     """The exported Glow (:mod:`warpcam.training.glow.export`) through the model runtime:
     ``encode((N, 3, S, S) [0, 1]) -> (N, D)``, ``decode((N, D)) -> (N, 3, S, S) [0, 1]``,
-    batches of at most 64.
+    run in padded batches of :attr:`BATCH`.
 
     Raises:
         warpcam.realtime.runtime.ModelError: a missing, refused or other-kind file.
@@ -167,8 +167,17 @@ class GlowCodec:
         self.size = self.model.crop_h
         self.dims = 3 * self.size * self.size
 
+    BATCH = 16  # one batch size: the runtime traces the program once per batch size
+
     def _run(self, x: np.ndarray, z: np.ndarray):
-        outs = [self.model(x[s:s + 64], z[s:s + 64]) for s in range(0, len(x), 64)]
+        n, b, outs = len(x), self.BATCH, []
+        for s in range(0, n, b):
+            xs, zs = x[s:s + b], z[s:s + b]
+            k = len(xs)
+            if k < b:  # pad the last batch (repeats of its first row)
+                xs = np.concatenate([xs, np.repeat(xs[:1], b - k, 0)])
+                zs = np.concatenate([zs, np.repeat(zs[:1], b - k, 0)])
+            outs.append([o[:k] for o in self.model(xs, zs)])
         return [np.concatenate([o[i] for o in outs]) for i in range(3)]
 
     def encode(self, x01: np.ndarray) -> np.ndarray:
