@@ -168,6 +168,18 @@ def test_data_sampling(tmp_path):
     assert float((real - data.aus[:4]).abs().max()) <= 0.02 + 1e-6   # label noise +-0.02
     assert torch.allclose(rel, desired - real)
     assert float(data.aus.max()) <= 3 / 5 + 1e-6                     # divided by 5
+    # --single-au 1: every target is the face's own AUs with one AU of SINGLE_AUS moved
+    from warpcam.training.au.data import SINGLE_AUS
+    one = AUFaces(data.root, "train", SIZE, single_au=1.0)
+    x, real, desired, rel = one.batch(torch.arange(10), torch.Generator().manual_seed(2))
+    moved = (rel != 0).sum(1)
+    assert moved.max() == 1 and moved.sum() >= 8, rel
+    cols = {M.AU_NAMES[j] for j in torch.nonzero(rel)[:, 1].tolist()}
+    assert cols <= set(SINGLE_AUS)
+    j = torch.nonzero(rel)
+    assert float(desired[j[:, 0], j[:, 1]].min()) >= 0  # the moved AU stays on the scale
+    assert float(desired[j[:, 0], j[:, 1]].max()) <= 1
+    assert float(rel.abs().max()) <= 1.0 + 1e-6 and float(rel.abs().max()) > 0.1
 
 
 def test_resume_is_exact_and_export_round_trips(tmp_path):

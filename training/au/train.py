@@ -126,7 +126,8 @@ def main(args) -> dict:
     w = LossWeights(au=args.au_weight, rec=args.rec_weight, cyc=args.cyc_weight,
                     tv=args.tv_weight, gp=args.gp_weight, att=args.att_weight,
                     att_tv=args.att_tv_weight)
-    train = AUFaces(args.data, "train", args.size, sets=args.sets, limit=args.limit)
+    train = AUFaces(args.data, "train", args.size, sets=args.sets, limit=args.limit,
+                    single_au=args.single_au)
     val = AUFaces(args.data, "val", args.size, sets=args.sets, limit=64) \
         if not args.no_val else None
     net = AUGAN(cfg).to(info.device)
@@ -288,6 +289,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--att-weight", type=float, default=0.1, help="GANimation lambda_mask")
     p.add_argument("--att-tv-weight", type=float, default=1e-5,
                    help="GANimation lambda_mask_smooth")
+    p.add_argument("--single-au", type=float, default=0.0, metavar="P",
+                   help="share of faces whose target moves one AU alone (beyond the seed; "
+                        "training/au/data.py)")
     p.add_argument("--init", default=None,
                    help="start from this checkpoint's weights (a new run: fresh optimisers, "
                         "step 0; --resume continues the same run)")
