@@ -9,6 +9,12 @@ which runs **encode and decode** (``(x, z) -> (encode(x), decode(z), bpd)``), p5
 and the alignment of one 256 px photo (tracker + aligned-face warp,
 :class:`warpcam.training.glow.transfer.Aligner`). The input is a real face (the seed's aligned
 emma photo) and the round-trip error of that face is reported too.
+
+``--figure docs/glow_transfer_astronaut.png`` draws the README's alpha sweep with the
+scikit-image astronaut (public domain) as the **target** (her mean latent: the photo and its
+mirror image) and the seed's selena expression ``--expression N`` as the source (source mean:
+the ten selena photos). Only the astronaut's outputs are drawn: pictures of the seed's people
+stay out of the repository (``../shared/data/real/README.md``).
 """
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="Glow .pt2 (default: the bundled model)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--figure", default=None, help="the astronaut alpha-sweep PNG (docs)")
+    ap.add_argument("--expression", type=int, default=1, help="selena expression for --figure")
+    ap.add_argument("--alpha", default="0.3:0.5:0.04", help="alphas of --figure")
     a = ap.parse_args(argv)
     import torch
 
@@ -87,9 +96,37 @@ def main(argv=None) -> int:
               "align_256px_photo"):
         print(f"  {k:34s} p50 {res[k]['p50_ms']:8.2f} ms  p99 {res[k]['p99_ms']:8.2f} ms")
     print(f"  round trip of a real face: max |decode(encode(x)) - x| = {err:.2e}")
+    if a.figure:
+        res["figure"] = figure(codec, a.figure, a.expression, a.alpha)
     if a.json:
         write_json(a.json, res)
     return 0
+
+
+def figure(codec, out, expression: int, alpha: str) -> dict:
+    """The astronaut sweep (module docstring); returns what was drawn."""
+    from tests.realdata import astronaut_bgr
+    from warpcam.training.glow.transfer import (Aligner, parse_alphas, sheet, to_bgr_u8,
+                                                to_chw01, transfer_latents)
+
+    alphas = [0.0] + parse_alphas(alpha)
+    astro = astronaut_bgr()
+    src_dir = IDS / "expressions"
+    with Aligner(codec.size) as aligner:
+        tgt = np.stack([aligner.align(astro), aligner.align(np.ascontiguousarray(astro[:, ::-1]))])
+        src_set, files, _ = aligner.align_folder(src_dir)
+    stem = f"selena_expression{expression}_aligned"
+    i = [p.stem for p in files].index(stem)
+    z_src = codec.encode(to_chw01(src_set))
+    zt = codec.encode(to_chw01(tgt)).mean(0)
+    outs = to_bgr_u8(codec.decode(transfer_latents(zt, z_src[i], z_src.mean(0), alphas)))
+    tiles = [tgt[0]] + list(outs)
+    labels = ["astronaut (aligned)", "alpha 0 (mean)"] + [f"alpha {x:.2f}" for x in alphas[1:]]
+    img = sheet(tiles, labels, scale=2, per_row=len(tiles))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(f"wrote {out}")
+    return dict(path=str(out), expression=stem, alphas=alphas)
 
 
 if __name__ == "__main__":
