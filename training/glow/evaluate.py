@@ -33,7 +33,6 @@ or missed).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -44,6 +43,7 @@ import cv2
 import numpy as np
 
 from warpcam.training.data.identity import SAME_PERSON, Analyzer, distance, load_embedder
+from warpcam.training.data.index import write_csv
 from warpcam.training.glow.transfer import (Aligner, GlowCodec, TransferError, image_files,
                                             parse_alphas, to_bgr_u8, to_chw01,
                                             transfer_latents, write_outputs)
@@ -80,16 +80,10 @@ def _d_au(m: dict, ref: dict) -> Optional[float]:
 
 
 def _write_csv(path: Path, rows: List[dict]) -> None:
+    """Rows (their keys in first-seen order as columns; floats to 5 significant digits)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cols: List[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else
-                            f"{r[k]:.4f}" if isinstance(r.get(k), float) else r[k]) for k in cols})
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    write_csv(path, rows, cols)
 
 
 def _spearman(x, y) -> Optional[float]:

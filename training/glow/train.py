@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
 from pathlib import Path
 
 import cv2
@@ -38,7 +36,8 @@ import torch
 import torch.distributed as dist
 
 from warpcam.training.common.checkpoint import load_checkpoint, save_checkpoint
-from warpcam.training.common.distributed import cleanup, init_distributed_mode, mean_across
+from warpcam.training.common.distributed import cleanup, init_distributed_mode
+from warpcam.training.common.loop import LoopMeter, add_loop_args
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.data.loaders import FaceCrops
 from warpcam.training.gaze.train import git_commit
@@ -160,14 +159,7 @@ def main(args) -> dict:
               f"{steps_per_epoch} steps/epoch x {args.epochs}, batch {args.batch_size}, "
               f"{info.world_size} proc, {info.device}, {sum(p.numel() for p in net.parameters())}"
               f" params, config {cfg.to_dict()}", flush=True)
-    bar = None
-    if info.is_main and not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=step, unit="step", desc="glow", mininterval=10)
-    t0 = time.time()
-    last_ckpt = t0
-    budget = args.max_minutes * 60 if args.max_minutes else math.inf
-    run: dict = {}
+    meter = LoopMeter(info, logger, args, total, step, "glow")
     stopped = False
 
     def save():
@@ -175,9 +167,9 @@ def main(args) -> dict:
             return
         vb = val_bpd(net, val, info.device)
         logger.scalar("val/bpd", vb, step)
-        history.append(dict(step=step, minutes=minutes_before + (time.time() - t0) / 60,
-                            val_bpd=vb, train_bpd=run.get("bpd")))
-        extra = dict(meta, minutes=minutes_before + (time.time() - t0) / 60, val_bpd=vb,
+        history.append(dict(step=step, minutes=minutes_before + meter.minutes,
+                            val_bpd=vb, train_bpd=meter.run.get("bpd")))
+        extra = dict(meta, minutes=minutes_before + meter.minutes, val_bpd=vb,
                      history=json.dumps(history))
         save_checkpoint(ckpt, model=net, optimizer=opt, step=step, epoch=epoch,
                         args=vars(args), extra=extra)
@@ -206,34 +198,18 @@ def main(args) -> dict:
             if torch.isfinite(gn):
                 opt.step()
             step += 1
-            for k, v in (("bpd", float(bpd.detach())), ("grad_norm", float(gn))):
-                run[k] = v if k not in run else 0.95 * run[k] + 0.05 * v
-            if step % args.log_every == 0:
-                keys = sorted(run)
-                vals = mean_across(info, torch.tensor([run[k] for k in keys]))
-                for k, v in zip(keys, vals.tolist()):
-                    logger.scalar(f"train/{k}", v, step)
-                if info.is_main and bar is None:
-                    print(f"step {step} " + " ".join(f"{k} {run[k]:.4f}" for k in keys)
-                          + f" {(time.time() - t0) / 60:.1f} min", flush=True)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in run.items()}, refresh=False)
-                bar.update(1)
-            if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            meter.update(step, {"bpd": float(bpd.detach()), "grad_norm": float(gn)})
+            if meter.checkpoint_due():
                 save()
-                last_ckpt = time.time()
-            stop = torch.tensor(float(time.time() - t0 > budget or (
-                args.stop_at_step is not None and step >= args.stop_at_step)))
-            if mean_across(info, stop).item() > 0:
+            if meter.should_stop(step):
                 stopped = True
                 break
     epoch = step // steps_per_epoch
     save()
-    if bar is not None:
-        bar.close()
-    minutes = minutes_before + (time.time() - t0) / 60
+    meter.close()
+    minutes = minutes_before + meter.minutes
     summary = dict(steps=step, epochs_done=epoch, minutes=minutes,
-                   stopped_by_budget=stopped, final_train=run,
+                   stopped_by_budget=stopped, final_train=meter.run,
                    val_bpd=history[-1]["val_bpd"] if history else None, history=history, **meta)
     if info.is_main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -264,16 +240,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-batch", type=int, default=256, help="images for actnorm's init")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="bf16 autocast (GPU only)")
-    p.add_argument("--output-dir", default="runs/glow")
-    p.add_argument("--resume", default=None, help="checkpoint, or 'auto'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-at-step", type=int, default=None)
-    p.add_argument("--ckpt-minutes", type=float, default=5.0)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--no-progress", action="store_true")
+    add_loop_args(p, "runs/glow", ckpt_minutes=5.0)
     return p
 
 
