@@ -87,3 +87,20 @@ class LoopMeter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def finish(self, summary: dict, out_dir, label: str, ckpt) -> dict:
+        """End of the run: ``summary.json`` and a line on the main process, the logger closed
+        and the process group left (every process); returns ``summary``."""
+        import json
+        from pathlib import Path
+
+        from warpcam.training.common.distributed import cleanup
+
+        self.close()
+        if self.info.is_main:
+            (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+            print(f"training {label}: {summary.get('steps')} steps in "
+                  f"{summary.get('minutes', 0.0):.1f} min -> {ckpt}", flush=True)
+        self.logger.close()
+        cleanup(self.info)
+        return summary

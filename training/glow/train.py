@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from warpcam.training.common.checkpoint import load_checkpoint, save_checkpoint
-from warpcam.training.common.distributed import cleanup, init_distributed_mode
+from warpcam.training.common.distributed import init_distributed_mode
 from warpcam.training.common.loop import LoopMeter, add_loop_args
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.data.loaders import FaceCrops
@@ -206,17 +206,10 @@ def main(args) -> dict:
                 break
     epoch = step // steps_per_epoch
     save()
-    meter.close()
-    minutes = minutes_before + meter.minutes
-    summary = dict(steps=step, epochs_done=epoch, minutes=minutes,
+    summary = dict(steps=step, epochs_done=epoch, minutes=minutes_before + meter.minutes,
                    stopped_by_budget=stopped, final_train=meter.run,
                    val_bpd=history[-1]["val_bpd"] if history else None, history=history, **meta)
-    if info.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"training glow: {step} steps in {minutes:.1f} min -> {ckpt}", flush=True)
-    logger.close()
-    cleanup(info)
-    return summary
+    return meter.finish(summary, out_dir, "glow", ckpt)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
