@@ -67,6 +67,38 @@ def test_parse_and_settings():
     assert flags == ["--au-model"]
 
 
+def test_sliders_add_to_the_text_and_the_switch_ramps_out(hd_frame_face):
+    """Panel fields: one slider per AU adds to ``--au`` (sum clipped to [-2, 2]); ``enabled``
+    off keeps the values, the condition ramps to 0 and then no job is made."""
+    s = AUEditSettings(edit="AU12=0.5,AU4=-0.5", au12=0.3, au20=0.4)
+    assert s.au_changes() == pytest.approx({"AU12": 0.8, "AU04": -0.5, "AU20": 0.4})
+    assert AUEditSettings(edit="AU12=2", au12=1.5).au_changes() == {"AU12": 2.0}
+    assert AUEditSettings(edit="AU12=0.5", au12=-0.5).au_changes() == {}
+    assert not AUEditSettings(edit="AU12=0.5", au12=-0.5).active
+    assert AUEditSettings(au07=0.2).active and not AUEditSettings(au07=0.2, enabled=False).active
+    with pytest.raises(SettingsError):
+        AUEditSettings(au12=1.6)
+    frame, face = hd_frame_face
+    m = FakeModel()
+    eff = AUEditEffect(AUEditSettings(au12=0.6, au04=-0.4), m, follow=1.0)
+    assert eff.hud() == "au AU04=-0.40,AU12=+0.60 x1.0"
+    job = eff.jobs(frame, [face], 0.0)[0]
+    want = np.zeros(len(AUS))
+    want[AUS.index("AU12")], want[AUS.index("AU04")] = 0.6, -0.4
+    assert np.allclose(job.meta["cond"], want) and np.allclose(m.conds[-1][0], want)
+    eff.follow = 0.5
+    eff.settings.update(enabled=False)
+    assert eff.hud() == "au off" and eff.settings.get().au12 == 0.6
+    conds = []
+    for i in range(20):
+        jobs = eff.jobs(frame, [face], (1 + i) / 30)
+        conds.append(jobs[0].meta["cond"][AUS.index("AU12")] if jobs else 0.0)
+    assert conds[0] == pytest.approx(0.3) and conds[1] == pytest.approx(0.15)
+    assert np.all(np.diff(conds) <= 0) and conds[-1] == 0.0 and jobs == []
+    eff.settings.update(enabled=True)
+    assert eff.jobs(frame, [face], 1.0)[0].meta["cond"][AUS.index("AU12")] == pytest.approx(0.3)
+
+
 def test_cli_flags_in_help(capsys):
     from warpcam.realtime import cli
     with pytest.raises(SystemExit):
@@ -95,6 +127,16 @@ def test_composite_keeps_frame_detail_at_real_size(hd_frame_face):
     assert job.flow.shape[0] >= real_side > 2 * S
     assert np.allclose(job.crop_to_frame[:, :2], np.eye(2))  # unit scale, integer shift
     assert np.allclose(job.crop_to_frame[:, 2], job.crop_to_frame[:, 2].round())
+    # the box is the integer hull of the model crop's footprint (its four outer corners)
+    corners = np.array([[-0.5, -0.5, 1], [S - 0.5, -0.5, 1], [-0.5, S - 0.5, 1],
+                        [S - 0.5, S - 0.5, 1]]) @ A.T
+    x0, y0 = job.crop_to_frame[:, 2]
+    h, w = job.flow.shape[:2]
+    assert job.meta["box"] == (x0, y0, w, h)
+    assert x0 <= corners[:, 0].min() < x0 + 1 and y0 <= corners[:, 1].min() < y0 + 1
+    assert x0 + w - 2 <= corners[:, 0].max() <= x0 + w
+    assert y0 + h - 2 <= corners[:, 1].max() <= y0 + h
+    assert job.alpha.shape == job.color.shape[:2] == (h, w)
     assert m.conds[0][0, AUS.index("AU12")] == pytest.approx(1.0)
     assert np.count_nonzero(m.conds[0]) == 1
     out = CpuCompositor().composite(frame, jobs)

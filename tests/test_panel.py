@@ -209,6 +209,46 @@ def test_change_applies_at_the_next_frame(panel, astronaut):
     assert state["settings"]["smile"]["strength"] == 0.9 and state["frames"] == p.frames
 
 
+def test_au_sliders_and_switch_from_the_panel(panel, astronaut):
+    """The AU effect's panel fields (one slider per AU, the on/off switch) come from its
+    settings dataclass; setting AU12 over HTTP changes the condition the next frame asks the
+    network for, and the switch takes it back to none."""
+    from warpcam.realtime.au import AU_NAMES
+    status, schema = request(panel, "GET", "/api/schema")
+    au = next(e for e in schema["effects"] if e["name"] == "au")
+    fields = {f["name"]: f for f in au["fields"]}
+    assert fields["enabled"]["type"] == "bool" and fields["enabled"]["default"] is True
+    for a in AU_NAMES:
+        f = fields[a.lower()]
+        assert (f["type"], f["lo"], f["hi"], f["step"]) == ("float", -1.5, 1.5, 0.05), f
+    assert "edit" not in fields  # text fields stay on the command line
+    status, body = request(panel, "POST", "/api/settings",
+                           body={"effect": "au", "changes": {"au12": 1.6}})
+    assert status == 400 and "within [-1.5, 1.5]" in body["error"]
+    p = panel.pipeline
+    eff = next(e for e in p.effects if e.name == "au")
+    frame = Frame(image=astronaut, index=0, pts_seconds=0.0)
+    p.process(frame)
+    assert eff.tracks == {}  # nothing asked: no condition
+    status, state = request(panel, "POST", "/api/settings",
+                            body={"effect": "au", "changes": {"au12": 0.8}})
+    assert status == 200 and state["settings"]["au"]["au12"] == 0.8
+    conds = []
+    for i in range(3):
+        _, _, jobs = p.process(Frame(image=astronaut, index=1 + i, pts_seconds=(1 + i) / 30))
+        cond = next(iter(eff.tracks.values())).cond
+        conds.append(cond[eff.model.au_names.index("AU12")])
+        assert np.count_nonzero(cond) == 1
+    assert 0 < conds[0] < conds[1] < conds[2] <= 0.8  # moving toward the slider's value
+    assert any(j.kind == "face" and "cond" in j.meta for j in jobs)
+    status, _ = request(panel, "POST", "/api/settings",
+                        body={"effect": "au", "changes": {"enabled": False}})
+    assert status == 200 and p.settings["au"].get().au12 == 0.8
+    for i in range(40):
+        p.process(Frame(image=astronaut, index=4 + i, pts_seconds=(4 + i) / 30))
+    assert eff.tracks == {}
+
+
 def test_presets_round_trip(panel, tmp_path):
     path = presets.presets_path()
     assert path == tmp_path / "config" / "warpcam" / "presets.toml"

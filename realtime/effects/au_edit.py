@@ -15,7 +15,12 @@ Convention block:
   (population neutral) minus the user's own, measured every frame with the per-track
   calibrated neutral (:class:`~warpcam.realtime.au.AUEstimator`), so a neutral user takes the
   reference's whole expression and one who already smiles gets only the rest; AU45 (blink) is
-  not transferred. ``strength`` scales the whole vector.
+  not transferred. Panel sliders (one field per AU, ``au01`` ... ``au45``, in the same units,
+  each in [-1.5, 1.5], not on the command line) **add** to the ``--au`` text: ``--au AU12=0.5``
+  with the AU12 slider at 0.3 asks for 0.8; the sum of each AU is clipped to [-2, 2] (the text's
+  own limit). ``strength`` scales the whole vector; ``enabled`` (the panel's switch, preview key
+  ``a``) turns the edit off and on while keeping every value, and the edit ramps out (and in)
+  at ``follow`` per frame.
 - Face crop: the aligned face of the face datasets (eye centres and mouth centre onto the
   template, :func:`~warpcam.realtime.effects.smile_model.aligned_affine`) at the model's size
   (96 or 128 px), read through the compositor's crop service as RGB in [0, 1].
@@ -52,9 +57,9 @@ import numpy as np
 from warpcam.core.geometry import (CropCache, border_window, fade_between, invert_affine,
                                    similarity_fit)
 from warpcam.core.types import Face, WarpJob
-from warpcam.realtime.au import AU_NAMES, AUEstimator
+from warpcam.realtime.au import AU_DEFINITIONS, AU_NAMES, AUEstimator
 from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, FrameCrops,
-                                           LiveSettings, SettingsError, setting)
+                                           LiveSettings, SettingsError, setting, validate)
 from warpcam.realtime.effects.smile_model import TEMPLATE, face_points
 from warpcam.realtime.runtime import ModelError, load_model
 from warpcam.realtime.smoothing import OneEuroFilter
@@ -118,9 +123,21 @@ def parse_au_spec(text: str, limit: float = 2.0) -> Dict[str, float]:
     return out
 
 
+#: Range of a panel AU slider (model units, OpenFace 0-5 / 5) and of an AU's summed request.
+SLIDER_RANGE, SUM_LIMIT = 1.5, 2.0
+
+
+def _au_slider(au: str):
+    return setting(0.0, cli=False, lo=-SLIDER_RANGE, hi=SLIDER_RANGE, step=0.05,
+                   help=f"{au} {AU_DEFINITIONS[au][0]}: relative change added to --au "
+                        "(OpenFace 0-5 / 5)")
+
+
 @dataclass(frozen=True)
 class AUEditSettings:
-    """Settings of the AU-editing effect (module docstring)."""
+    """Settings of the AU-editing effect (module docstring): the ``--au`` text, the
+    ``--expression-from`` image, ``strength``, the ``enabled`` switch and one panel slider per
+    AU the model is conditioned on (``au01`` ... ``au45``, added to the text)."""
 
     effect_name = "au"
     edit: str = setting("", flag="--au", help="relative AU changes, e.g. AU12=+0.8,AU4=-0.5 "
@@ -130,16 +147,47 @@ class AUEditSettings:
                                         "AUs minus yours, from the AU estimator)")
     strength: float = setting(1.0, lo=0.0, hi=2.0, step=0.1,
                               help="scale of the whole AU change")
+    enabled: bool = setting(True, cli=False, help="AU edit on or off (preview key a); off keeps "
+                                                  "the edit for when it is back")
+    au01: float = _au_slider("AU01")
+    au02: float = _au_slider("AU02")
+    au04: float = _au_slider("AU04")
+    au05: float = _au_slider("AU05")
+    au06: float = _au_slider("AU06")
+    au07: float = _au_slider("AU07")
+    au09: float = _au_slider("AU09")
+    au10: float = _au_slider("AU10")
+    au12: float = _au_slider("AU12")
+    au14: float = _au_slider("AU14")
+    au15: float = _au_slider("AU15")
+    au17: float = _au_slider("AU17")
+    au20: float = _au_slider("AU20")
+    au23: float = _au_slider("AU23")
+    au25: float = _au_slider("AU25")
+    au26: float = _au_slider("AU26")
+    au45: float = _au_slider("AU45")
 
     def __post_init__(self):
         try:
             parse_au_spec(self.edit)
         except ValueError as exc:
             raise SettingsError(f"--au {exc}", field="edit", detail=str(exc)) from None
+        validate(self)
+
+    def au_changes(self) -> Dict[str, float]:
+        """The asked relative AUs (model units): the ``--au`` text plus the sliders, each sum
+        clipped to [-2, 2]; AUs at 0 left out."""
+        out = parse_au_spec(self.edit)
+        for a in AU_NAMES:
+            v = float(getattr(self, a.lower()))
+            if v:
+                out[a] = out.get(a, 0.0) + v
+        return {a: float(np.clip(v, -SUM_LIMIT, SUM_LIMIT)) for a, v in out.items() if v}
 
     @property
     def active(self) -> bool:
-        return bool(self.edit.strip() or self.expression_from.strip()) and self.strength > 0
+        return (self.enabled and self.strength > 0
+                and bool(self.au_changes() or self.expression_from.strip()))
 
 
 class AUEditModel:
@@ -264,7 +312,9 @@ class AUEditEffect(Effect):
         s = self.settings.get()
         if not s.active:
             return "au off"
-        what = s.edit or f"from {Path(s.expression_from).name}"
+        what = ",".join(f"{a}={v:+.2f}" for a, v in s.au_changes().items())
+        if s.expression_from.strip():
+            what = " ".join(filter(None, (f"from {Path(s.expression_from).name}", what)))
         return f"au {what} x{s.strength:.1f}"
 
     def _ensure_model(self):
@@ -312,7 +362,7 @@ class AUEditEffect(Effect):
             for i, a in enumerate(names):
                 if a not in NOT_TRANSFERRED:
                     v[i] = (ref.get(a, 0.0) - cur.get(a, 0.0)) / scale
-        for a, x in parse_au_spec(settings.edit).items():
+        for a, x in settings.au_changes().items():
             if a in names:
                 v[names.index(a)] += x
         return v * settings.strength
@@ -322,7 +372,11 @@ class AUEditEffect(Effect):
         settings = self.settings.get()
         if self.cache is not None:
             self.cache.tick()
-        if not settings.active:
+        # switched off (or nothing asked): the faces' conditions ramp out, then no job at all
+        ramp_out = not settings.active and any(
+            tr.cond is not None and float(np.abs(tr.cond).max()) >= 1e-3
+            for tr in self.tracks.values())
+        if not settings.active and not ramp_out:
             self.tracks.clear()
             return []
         model = self._ensure_model()
@@ -333,6 +387,8 @@ class AUEditEffect(Effect):
             seen.add(key)
             tr = self.tracks.get(key)
             if tr is None:
+                if ramp_out:
+                    continue
                 tr = self.tracks[key] = _Track()
             try:
                 pts = tr.points(face_points(face.landmarks), float(t))
@@ -341,7 +397,8 @@ class AUEditEffect(Effect):
                 continue
             fade = min(fade_between(abs(float(face.yaw)), self.yaw_full, self.yaw_none),
                        fade_between(abs(float(face.pitch)), self.yaw_full, self.yaw_none))
-            want = self.target(settings, face, t, tr) * fade
+            want = (self.target(settings, face, t, tr) * fade if not ramp_out
+                    else np.zeros(len(model.au_names)))
             if tr.cond is None:  # a new face ramps in from no edit
                 tr.cond = np.zeros_like(want)
             c = tr.cond + self.follow * (want - tr.cond)
@@ -423,4 +480,4 @@ SPEC = EffectSpec(
         nargs="?", const="", default=None, metavar="FILE",
         help="the AU-editing generator (.pt2 from training/au); without FILE or when not "
              "given: the bundled au_edit.pt2")),),
-    hud_keys=(("}", "strength", 0.1), ("{", "strength", -0.1)))
+    hud_keys=(("}", "strength", 0.1), ("{", "strength", -0.1), ("a", "enabled", None)))
