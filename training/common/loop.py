@@ -34,6 +34,20 @@ def add_loop_args(p: argparse.ArgumentParser, output_dir: str, ckpt_minutes: flo
     return p
 
 
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, start: int, info: DistInfo):
+    """Yield ``(indices, flip flags)`` of this process's share of each batch of one epoch,
+    from batch ``start`` on: a permutation and per-item flip coins drawn from
+    ``seed * 100003 + epoch`` (the same on every process and after a resume)."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    flips = torch.rand(n, generator=g) < 0.5
+    per_rank = max(1, batch_size // info.world_size)
+    for b in range(start, max(1, n // batch_size)):
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        idx = idx[info.rank * per_rank:(info.rank + 1) * per_rank]
+        yield idx, flips[idx]
+
+
 class LoopMeter:
     """Running means (``0.95`` exponential) of named loss terms, logged as ``train/<name>``
     every ``args.log_every`` steps (averaged over processes), a tqdm bar on the main process

@@ -37,7 +37,7 @@ import torch.distributed as dist
 
 from warpcam.training.common.checkpoint import load_checkpoint, save_checkpoint
 from warpcam.training.common.distributed import init_distributed_mode
-from warpcam.training.common.loop import LoopMeter, add_loop_args
+from warpcam.training.common.loop import LoopMeter, add_loop_args, epoch_batches
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.data.loaders import FaceCrops
 from warpcam.training.gaze.train import git_commit
@@ -151,7 +151,6 @@ def main(args) -> dict:
                 world_size=info.world_size, config=cfg.to_dict(), source=str(args.data),
                 config_name=args.config)
     n = len(train)
-    per_rank = max(1, args.batch_size // info.world_size)
     steps_per_epoch = max(1, n // args.batch_size)
     total = args.epochs * steps_per_epoch
     if info.is_main:
@@ -178,14 +177,9 @@ def main(args) -> dict:
 
     while step < total and not stopped:
         epoch = step // steps_per_epoch
-        g = torch.Generator().manual_seed(args.seed * 100003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        flips = torch.rand(n, generator=g) < 0.5
-        for b in range(step % steps_per_epoch, steps_per_epoch):
-            idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
-            idx = idx[info.rank * per_rank:(info.rank + 1) * per_rank]
+        for idx, f in epoch_batches(n, args.batch_size, args.seed, epoch,
+                                    step % steps_per_epoch, info):
             x = train[idx]
-            f = flips[idx]
             x[f] = x[f].flip(-1)
             x = to01(x).to(info.device)
             for grp in opt.param_groups:
