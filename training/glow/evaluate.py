@@ -19,7 +19,9 @@ Measures (issue 9's tools, :mod:`warpcam.training.data.identity`):
 - **AU intensities** (:class:`warpcam.realtime.au.AUEstimator`, OpenFace's 17 ``AU*_r``) of
   every output, of the decoded mean faces and of the source photo. "Toward the source" is
   ``d_AU(alpha)`` = mean over the 17 AUs of ``|AU(output) - AU(source photo)|``; ``alpha = 0``
-  is the decoded target mean face.
+  is the decoded target mean face. And the **source's AUs**: those at least 1 higher in the
+  source photo than in the decoded source mean face; their mean intensity in the outputs
+  should rise with alpha toward the source photo's.
 
 Writes, in the seed's layout, under ``--out``: ``evaluation/likeliness/expressionK.csv`` (rows
 ``<target>_source`` and ``<target>_target``: one column per alpha, then ``tgt_mean_face`` and
@@ -86,6 +88,18 @@ def _write_csv(path: Path, rows: List[dict]) -> None:
     write_csv(path, rows, cols)
 
 
+def _active(ref: dict, src_mean: dict, rise: float = 1.0) -> List[str]:
+    """The AUs of the source expression: at least ``rise`` higher in the source photo than in
+    the decoded source mean face."""
+    return [c for c in AU_COLS if ref.get(c) is not None and src_mean.get(c) is not None
+            and ref[c] - src_mean[c] >= rise]
+
+
+def _mean_of(m: dict, cols) -> Optional[float]:
+    v = [m[c] for c in cols if m.get(c) is not None]
+    return float(np.mean(v)) if v else None
+
+
 def _spearman(x, y) -> Optional[float]:
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 3 or np.ptp(y) == 0:
@@ -138,8 +152,9 @@ def evaluate(codec: GlowCodec, root, out, targets=("id1_aligned", "id2_aligned")
         v["mean_face"] = img
         v["m_mean"] = measure(f"{name}_mean", img)
 
-    per_alpha: Dict[float, dict] = {a: dict(d_tgt=[], d_src=[], d_au=[]) for a in alphas}
-    base_d_au, experiment_rows = [], {}
+    per_alpha: Dict[float, dict] = {a: dict(d_tgt=[], d_src=[], d_au=[], act=[])
+                                     for a in alphas}
+    base_d_au, base_act, ref_act, experiment_rows = [], [], [], {}
     for k, n_src in experiments.items():
         stem = f"{src_name}_expression{n_src}_aligned"
         if stem not in by_stem:
@@ -147,6 +162,9 @@ def evaluate(codec: GlowCodec, root, out, targets=("id1_aligned", "id2_aligned")
             continue
         i = by_stem[stem]
         ref = measure(f"{src_name}_expression{n_src}", cv2.imread(str(src_files[i])), False)
+        active = _active(ref, m_src_mean)
+        if active:
+            ref_act.append(_mean_of(ref, active))
         like, qual = [], []
         qual.append(dict(face=f"{src_name}_expression{n_src}_reference", success=ref["success"],
                          **{c: ref.get(c) for c in AU_COLS}, smile=ref.get("smile")))
@@ -161,6 +179,8 @@ def evaluate(codec: GlowCodec, root, out, targets=("id1_aligned", "id2_aligned")
             row_s, row_t = {"name": f"{name}_source"}, {"name": f"{name}_target"}
             base = _d_au(v["m_mean"], ref)
             base_d_au.append(base)
+            if active:
+                base_act.append(_mean_of(v["m_mean"], active))
             qual.append(dict(face=f"{name}_mean", success=v["m_mean"]["success"],
                              **{c: v["m_mean"].get(c) for c in AU_COLS},
                              smile=v["m_mean"].get("smile"), d_au_to_source=base))
@@ -173,7 +193,8 @@ def evaluate(codec: GlowCodec, root, out, targets=("id1_aligned", "id2_aligned")
                 qual.append(dict(face=f"{name}_alpha{a:.2f}", success=m["success"],
                                  **{c: m.get(c) for c in AU_COLS}, smile=m.get("smile"),
                                  d_au_to_source=dau))
-                for key, val in (("d_src", ds), ("d_tgt", dt), ("d_au", dau)):
+                act = _mean_of(m, active) if active else None
+                for key, val in (("d_src", ds), ("d_tgt", dt), ("d_au", dau), ("act", act)):
                     if val is not None:
                         per_alpha[a][key].append(val)
             tm, sm = v["m_mean"]["embedding"], m_src_mean["embedding"]
@@ -194,8 +215,10 @@ def evaluate(codec: GlowCodec, root, out, targets=("id1_aligned", "id2_aligned")
     crops = [d for v in tgts.values() for d in (distance(e, v["emb_mean"]) for e in v["crops"])
              if d is not None]
     d_au0 = [x for x in base_d_au if x is not None]
+    base_act = [x for x in base_act if x is not None]
     rows.append(dict(alpha=0.0, what="target mean face", n=len(d_au0),
-                     d_au=float(np.mean(d_au0)) if d_au0 else None))
+                     d_au=float(np.mean(d_au0)) if d_au0 else None,
+                     active_au=float(np.mean(base_act)) if base_act else None))
     for a in alphas:
         pa = per_alpha[a]
         mt, xt = stats(pa["d_tgt"])
@@ -205,12 +228,16 @@ def evaluate(codec: GlowCodec, root, out, targets=("id1_aligned", "id2_aligned")
                          share_below_06=(float(np.mean(np.array(pa["d_tgt"]) < SAME_PERSON))
                                          if pa["d_tgt"] else None),
                          d_source_mean=ms,
-                         d_au=float(np.mean(pa["d_au"])) if pa["d_au"] else None))
+                         d_au=float(np.mean(pa["d_au"])) if pa["d_au"] else None,
+                         active_au=float(np.mean(pa["act"])) if pa["act"] else None))
+    ref_act = [x for x in ref_act if x is not None]
+    rows.append(dict(alpha=1.0, what="source photo", n=len(ref_act),
+                     active_au=float(np.mean(ref_act)) if ref_act else None))
     _write_csv(out / "summary.csv", rows)
     tr = [r for r in rows if r["what"] == "transfer" and r["d_target_mean"] is not None]
     id_met = bool(tr) and all(r["d_target_mean"] < SAME_PERSON for r in tr if r["alpha"] <= 0.5)
     id_all = bool(tr) and all(r["d_target_max"] < SAME_PERSON for r in tr if r["alpha"] <= 0.5)
-    au_rows = [r for r in rows if r.get("d_au") is not None]
+    au_rows = [r for r in rows if r.get("d_au") is not None and r["what"] != "source photo"]
     rho = _spearman([r["alpha"] for r in au_rows], [r["d_au"] for r in au_rows])
     au_met = bool(au_rows) and rho is not None and rho < 0 and au_rows[-1]["d_au"] < au_rows[0]["d_au"]
     summary = dict(
@@ -234,14 +261,19 @@ def _f(v, nd=3):
 def markdown(s: dict) -> str:
     """The summary table (README)."""
     lines = ["| alpha | outputs | dist. to target mean (mean / max) | share < 0.6 | "
-             "dist. to source mean | d_AU to source |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "dist. to source mean | d_AU to source | source's AUs (mean intensity) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in s["rows"]:
-        if r["what"] != "transfer":
-            lines.append(f"| 0 (target mean face) | {r['n']} | | | | {_f(r.get('d_au'))} |")
-            continue
-        lines.append(f"| {r['alpha']:.2f} | {r['n']} | {_f(r['d_target_mean'])} / "
-                     f"{_f(r['d_target_max'])} | {_f(r['share_below_06'], 2)} | "
-                     f"{_f(r['d_source_mean'])} | {_f(r['d_au'])} |")
+        if r["what"] == "target mean face":
+            lines.append(f"| 0 (target mean face) | {r['n']} | | | | {_f(r.get('d_au'))} | "
+                         f"{_f(r.get('active_au'))} |")
+        elif r["what"] == "source photo":
+            lines.append(f"| source photo | {r['n']} | | | | 0 | {_f(r.get('active_au'))} |")
+        else:
+            lines.append(f"| {r['alpha']:.2f} | {r['n']} | {_f(r['d_target_mean'])} / "
+                         f"{_f(r['d_target_max'])} | {_f(r['share_below_06'], 2)} | "
+                         f"{_f(r['d_source_mean'])} | {_f(r['d_au'])} | "
+                         f"{_f(r.get('active_au'))} |")
     t, b = s["targets"], s["crop_baseline"]
     lines += ["", f"- baseline: the targets' own 64 px aligned crops are {_f(b['mean'])} (max "
               f"{_f(b['max'])}) from their target mean ({b['n']} crops)",
