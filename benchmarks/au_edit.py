@@ -15,7 +15,10 @@ held-out AU control and identity, the single-AU sheet, and the video checks.
   requested direction, and the mean absolute change of the other 16 AUs; the dlib identity
   distance (:mod:`benchmarks.expression_eval`) of every edit to its input (target: < 0.5 on at
   least 90 %).
-- **Sheet**: rows AU4 ... AU20, columns -1, -0.5, 0, 0.5, 1, 1.25, on held-out faces.
+- **Sheet**: rows AU4 ... AU20, columns -1, -0.5, 0, 0.5, 1, 1.25, on held-out faces
+  (``--sheet-faces heldout``: pictures derived from the shared data, keep them out of the
+  repository, ``../shared/data/real/README.md``) or on the scikit-image astronaut (public
+  domain; ``--sheet-faces astronaut``, the README's figure).
 - **Video**: ``--au AU12=+1`` on ``mead_w009_neutral_256.mp4`` through the CLI: AU12 per frame of
   input and output (static tracking, population neutral), frame counts, and flicker: the mean
   absolute frame-to-frame change of the edit (output - input) in the face box against the
@@ -153,17 +156,23 @@ def heldout(model, data: Path, limit: int) -> dict:
                               if len(ident) else None))
 
 
-def sheet(model, data: Path, out: Path, n_faces: int = 2, tile: int = 128) -> Path:
-    """Rows: AU4, AU5, AU7, AU12, AU15, AU20; columns SHEET_LEVELS; one block per face."""
+def sheet(model, data: Path, out: Path, n_faces: int = 2, tile: int = 128,
+          faces: str = "heldout") -> Path:
+    """Rows: AU4, AU5, AU7, AU12, AU15, AU20; columns SHEET_LEVELS; one block per face
+    (``faces``: ``"heldout"`` test-split faces, or ``"astronaut"``)."""
     from warpcam.core.geometry import apply_affine
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.realtime.effects.au_edit import AUEditEffect, AUEditSettings, aligned_affine
     from warpcam.realtime.tracker import FaceTracker
     comp = CpuCompositor()
-    items = _heldout_images(data, 60)
-    chosen = [it for it in items if it[1] == "lfw_expressions"][:1] + \
-        [it for it in items if it[1] == "videos"][:1] + \
-        [it for it in items if it[1] == "celeba"][:1]
+    if faces == "astronaut":
+        from tests.realdata import astronaut_bgr
+        chosen, n_faces = [("astronaut", "astronaut", astronaut_bgr())], 1
+    else:
+        items = _heldout_images(data, 60)
+        chosen = [it for it in items if it[1] == "lfw_expressions"][:1] + \
+            [it for it in items if it[1] == "videos"][:1] + \
+            [it for it in items if it[1] == "celeba"][:1]
     blocks = []
     with FaceTracker(max_faces=1, static_images=True) as tr:
         for fid, _, img in chosen[:n_faces + 1]:
@@ -293,6 +302,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sheet", default=None, help="write the single-AU sheet PNG here")
+    ap.add_argument("--sheet-faces", default="heldout", choices=["heldout", "astronaut"],
+                    help="faces of the sheet (held-out ones stay out of the repository)")
     ap.add_argument("--video-figure", default=None, help="PNG: 4 frames of the AU12 clip, "
                     "input above output")
     ap.add_argument("--skip", nargs="*", default=[], choices=["cost", "heldout", "video"])
@@ -311,7 +322,7 @@ def main(argv=None) -> dict:
         print(json.dumps(res["cost"]), flush=True)
     data = Path(a.data)
     if a.sheet:
-        sheet(model, data, Path(a.sheet))
+        sheet(model, data, Path(a.sheet), faces=a.sheet_faces)
     if "heldout" not in a.skip:
         res["heldout"] = heldout(model, data, a.limit)
         print(json.dumps(res["heldout"], indent=1), flush=True)

@@ -246,6 +246,11 @@ class LossWeights:
     #: edit), TV keeps it smooth.
     att: float = 0.1
     att_tv: float = 1e-5
+    #: beyond both papers: ``L1(C(x, 0), x)``, the colour output itself reproduces the input at
+    #: a zero condition. Without it the colour is only trained where the mask opens, and a
+    #: short run's mask that saturates near 1 leaves a colour of noise (rainbow lips where it
+    #: opens); 0 is the recipe.
+    color_rec: float = 0.0
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -301,5 +306,9 @@ def g_losses(net: AUGAN, x: torch.Tensor, rel: torch.Tensor, desired: torch.Tens
         att_tv = total_variation(a1) + total_variation(a2)
         g = g + w.att * att + w.att_tv * att_tv
         terms.update(att=att, att_tv=att_tv, att_mean=a1.mean().detach())
+        if w.color_rec:
+            color_rec = (rec_out["color"] - x).abs().mean()
+            g = g + w.color_rec * color_rec
+            terms["color_rec"] = color_rec
     terms["g"] = g
     return terms

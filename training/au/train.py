@@ -47,7 +47,7 @@ from warpcam.training.common.distributed import cleanup, init_distributed_mode, 
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.gaze.train import git_commit
 
-LOG_TERMS = ("d_adv", "d_au", "gp", "g_adv", "g_au", "rec", "cyc", "att_mean")
+LOG_TERMS = ("d_adv", "d_au", "gp", "g_adv", "g_au", "rec", "cyc", "att_mean", "color_rec")
 
 
 class _Opt:
@@ -125,7 +125,7 @@ def main(args) -> dict:
     cfg = AUNetConfig(size=args.size, ngf=args.ngf, ndf=args.ndf, attention=args.attention)
     w = LossWeights(au=args.au_weight, rec=args.rec_weight, cyc=args.cyc_weight,
                     tv=args.tv_weight, gp=args.gp_weight, att=args.att_weight,
-                    att_tv=args.att_tv_weight)
+                    att_tv=args.att_tv_weight, color_rec=args.color_rec_weight)
     train = AUFaces(args.data, "train", args.size, sets=args.sets, limit=args.limit,
                     single_au=args.single_au)
     val = AUFaces(args.data, "val", args.size, sets=args.sets, limit=64) \
@@ -216,6 +216,7 @@ def main(args) -> dict:
                 _step(opt.g, net.G.parameters(), gt["g"].float(), info)
                 vals.update({k: gt[k] for k in ("g_adv", "g_au", "rec", "cyc")})
                 vals["att_mean"] = gt.get("att_mean", torch.tensor(1.0))
+                vals["color_rec"] = gt.get("color_rec", torch.tensor(0.0))
             step += 1
             for k, v in vals.items():
                 v = float(v.detach())
@@ -289,6 +290,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--att-weight", type=float, default=0.1, help="GANimation lambda_mask")
     p.add_argument("--att-tv-weight", type=float, default=1e-5,
                    help="GANimation lambda_mask_smooth")
+    p.add_argument("--color-rec-weight", type=float, default=0.0,
+                   help="with --attention: L1 of the colour output to the input at a zero "
+                        "condition (beyond the papers; model.LossWeights.color_rec)")
     p.add_argument("--single-au", type=float, default=0.0, metavar="P",
                    help="share of faces whose target moves one AU alone (beyond the seed; "
                         "training/au/data.py)")
