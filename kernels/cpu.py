@@ -19,15 +19,21 @@ job's box, and inside it where ``alpha`` is 0, keep their exact input bytes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from warpcam.core import jit as _jit
 from warpcam.core.geometry import invert_affine
 from warpcam.core.types import WarpJob
 from warpcam.kernels import crop as _crop
 from warpcam.kernels.base import Compositor, job_box
+
+
+_JIT_MODULE = "warpcam.kernels._cpu_jit"
+_NO_FIELD = np.zeros((1, 1), np.float32)
+_NO_COLOUR = np.zeros(3, np.float32)
 
 
 def _crop_coords(job: WarpJob, box) -> tuple:
@@ -71,11 +77,15 @@ class CpuCompositor(Compositor):
 
     name = "cpu"
 
-    def __init__(self, fast: bool = True):
+    def __init__(self, fast: bool = True, jit: Optional[bool] = None):
         #: ``True``: :meth:`_warp_fast` (one 4-channel remap of the crop fields per job);
         #: ``False``: :meth:`_warp` (the reference, one remap per field). They agree within
         #: float rounding (``tests/test_speed_paths.py``).
         self.fast = bool(fast)
+        #: with ``fast``: the compiled loops of :mod:`warpcam.kernels._cpu_jit` (one pass per
+        #: job, warp and blend fused) when numba is there and :mod:`warpcam.core.jit` is on
+        #: (``None``, the default), never (``False``), or always (``True``: numba required).
+        self.jit = jit
 
     # ------------------------------------------------------------------ crop
     def crop_rois(self, frame: np.ndarray, affines, size, mean=0.0, std=1.0, dtype=np.float32,
@@ -96,6 +106,9 @@ class CpuCompositor(Compositor):
             raise ValueError(f"frame must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
         if not jobs:
             return frame
+        loops = self._loops()
+        if loops is not None:
+            return self._composite_jit(loops, frame, jobs, inplace)
         warp = self._warp_fast if self.fast else self._warp
         warped = [w for w in (warp(frame, job) for job in jobs) if w is not None]
         out = frame if inplace else frame.copy()
@@ -109,6 +122,65 @@ class CpuCompositor(Compositor):
                 a3 = alpha[..., None]
                 blended = a3 * result + (1.0 - a3) * region.astype(np.float32)
                 region[...] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        return out
+
+    def _loops(self):
+        if not self.fast or self.jit is False:
+            return None
+        loops = _jit.load(_JIT_MODULE)
+        if loops is None and self.jit:
+            raise RuntimeError(f"CpuCompositor(jit=True): {_jit.why_not(_JIT_MODULE)}")
+        return loops
+
+    def _composite_jit(self, loops, frame: np.ndarray, jobs: Sequence[WarpJob], inplace: bool):
+        """:meth:`composite` through the compiled loops: each job warped and blended in one
+        pass over its box (:func:`~warpcam.kernels._cpu_jit.warp_blend`), in list order. Every
+        job samples the input: in place, the part of the input a job can sample (its box grown
+        by its largest displacement) is copied before the first write."""
+        items = []
+        for job in jobs:
+            if job.lightness is not None or job.color is not None:
+                w = self._warp(frame, job)  # rare fields: the reference path, from the input
+                if w is not None:
+                    items.append((w[0], None, w))
+                continue
+            box = job_box(job, frame.shape)
+            if box is not None:
+                a = np.asarray(job.crop_to_frame, np.float64)
+                flow = np.ascontiguousarray(job.flow, np.float32)
+                reach = (float(np.abs(flow).max()) * float(np.abs(a[:, :2]).sum(axis=1).max())
+                         if flow.size else 0.0)
+                items.append((box, (a, flow, int(np.ceil(reach)) + 2), job))
+        # What each job samples (its box grown by its reach), taken from the input before any
+        # write: in place, a job's own writes and earlier jobs' must not be read back.
+        H, W = frame.shape[:2]
+        patches = []
+        for box, geo, _ in items:
+            if geo is None:
+                patches.append(None)
+            elif not inplace:
+                patches.append((frame, 0, 0))
+            else:
+                m = geo[2]
+                px0, py0 = max(box[0] - m, 0), max(box[1] - m, 0)
+                px1, py1 = min(box[2] + m, W), min(box[3] + m, H)
+                patches.append((frame[py0:py1, px0:px1].copy(), px0, py0))
+        out = frame if inplace else frame.copy()
+        for (box, geo, job), patch in zip(items, patches):
+            if geo is None:
+                (x0, y0, _, _), result, alpha = job
+                loops.blend(out, x0, y0, np.asarray(result, np.float32),
+                            np.ascontiguousarray(alpha, np.float32), result.dtype == np.uint8)
+                continue
+            a, flow, _ = geo
+            pal = job.palette_mix
+            has_pal = pal is not None
+            weights = np.ascontiguousarray(pal[0], np.float32) if has_pal else _NO_FIELD
+            colour = np.asarray(pal[1], np.float32).reshape(3) if has_pal else _NO_COLOUR
+            loops.warp_blend(patch[0], patch[1], patch[2], out, box[0], box[1], box[2], box[3],
+                             invert_affine(a), a, flow,
+                             np.ascontiguousarray(job.alpha, np.float32), weights, has_pal,
+                             colour)
         return out
 
     @staticmethod

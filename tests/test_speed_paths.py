@@ -6,7 +6,10 @@ says so on a machine without a GPU.
 - :func:`warpcam.realtime.effects.smile.smile_flow` (a direct thin-plate solve) against
   :func:`~warpcam.realtime.effects.smile.smile_flow_reference` (scipy's ``RBFInterpolator``);
 - the whole frame (gaze + smile + composite, cache off) fast against reference, on real faces
-  from ``../shared/data/real``: within one grey level.
+  from ``../shared/data/real``: within one grey level;
+- the compiled loops (numba, :mod:`warpcam.core.jit`) against the NumPy/OpenCV paths: the fused
+  composite, the iris warp, the eye visibility, the eye alpha and the smile spline, on the same
+  real faces, and the whole frame against the reference.
 """
 from __future__ import annotations
 
@@ -123,14 +126,21 @@ def test_fast_tps_matches_rbfinterpolator(tracked):
         assert np.abs(got - want).max() < 2e-3  # crop pixels (about 0.01 frame pixel)
 
 
-def test_fast_frame_matches_reference_frame(tracked, monkeypatch):
-    """Everything fast (direct TPS, fast composite) against everything reference
-    (RBFInterpolator, per-field composite), cache off: the same output within one grey level."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "numba"])
+def test_fast_frame_matches_reference_frame(tracked, monkeypatch, compiled):
+    """Everything fast (direct TPS, fast composite; with ``compiled`` the numba loops of every
+    field and of the composite) against everything reference (RBFInterpolator, per-field
+    composite, NumPy fields), cache off: the same output within one grey level."""
+    from warpcam.core import jit
     from warpcam.realtime.effects import smile as S
 
+    if compiled:
+        pytest.importorskip("numba")
+    monkeypatch.setattr(jit, "_enabled", compiled)
     fast_out, ref_out = [], []
     for _, img, faces, t in tracked:
-        fast_out.append(CpuCompositor().composite(img, _jobs(img, faces, t, False)))
+        fast_out.append(CpuCompositor(jit=compiled).composite(img, _jobs(img, faces, t, False)))
+    monkeypatch.setattr(jit, "_enabled", False)
     monkeypatch.setattr(S, "smile_flow", S.smile_flow_reference)
     for _, img, faces, t in tracked:
         ref_out.append(CpuCompositor(fast=False).composite(img, _jobs(img, faces, t, True)))
@@ -143,6 +153,148 @@ def test_fast_frame_matches_reference_frame(tracked, monkeypatch):
         worst = max(worst, int(d.max()))
     assert within / touched_all >= 0.9999, (within / touched_all, worst)
     assert worst <= 3
+
+
+# ------------------------------------------------------------------------------ compiled loops
+def _requests(tracked):
+    """Every eye request of the tracked frames (gaze pitch 10 deg, as the benchmarks)."""
+    from warpcam.realtime.effects.gaze import GazePlanner, GazeSettings
+
+    s = GazeSettings(pitch_deg=10.0)
+    out = []
+    for _, img, faces, t in tracked:
+        out += [(img, r) for r in GazePlanner().plan(s, img, faces, t)]
+    return s, out
+
+
+def test_compiled_composite_matches_fast_path(tracked):
+    """The fused numba composite against the NumPy/OpenCV fast path: byte-identical on real
+    jobs and random ones (palette, lightness and colour fields included), in place or not, and
+    in place it never reads back what it wrote (overlapping jobs)."""
+    pytest.importorskip("numba")
+    from benchmarks.gpu_check import random_frame, random_jobs
+
+    jit_c, fast = CpuCompositor(jit=True), CpuCompositor(jit=False)
+    rng = np.random.default_rng(5)
+    cases = [(img, _jobs(img, faces, t, False)) for _, img, faces, t in tracked[::3]]
+    for extras in (False, True):
+        frame = random_frame(rng, (360, 640))
+        cases.append((frame, random_jobs(rng, frame, 8, extras)))
+    changed = 0
+    for img, jobs in cases:
+        want = fast.composite(img, jobs)
+        got = jit_c.composite(img, jobs)
+        assert np.array_equal(got, want)
+        inplace = img.copy()
+        assert jit_c.composite(inplace, jobs, inplace=True) is inplace
+        assert np.array_equal(inplace, want)
+        changed += int(np.any(want != img, -1).sum())
+    assert changed > 10000
+
+
+def test_compiled_eye_fields_match_numpy(tracked, monkeypatch):
+    """Iris warp (flow, reveal, mask, shift achieved), eye visibility and the eye job's alpha:
+    numba against NumPy/OpenCV on every eye of the real frames."""
+    pytest.importorskip("numba")
+    from warpcam.core import eyewarp, jit
+    from warpcam.realtime.effects import gaze as G
+
+    s, reqs = _requests(tracked)
+    assert len(reqs) >= 20
+    warp = G.LandmarkEyeWarp(cache=False)
+    worst_flow = worst_vis = 0.0
+    moved = 0
+    for img, r in reqs:
+        got = {}
+        for on in (True, False):
+            monkeypatch.setattr(jit, "_enabled", on)
+            job = warp._eye_job(r, s, G.FrameCrops(None, img))
+            vis = G.eye_visibility(img, r.face, r.side, r.k)
+            got[on] = (job, vis)
+        (jj, vj), (jn, vn) = got[True], got[False]
+        worst_flow = max(worst_flow, float(np.abs(jj.flow - jn.flow).max()))
+        assert np.abs(jj.alpha - jn.alpha).max() < 1e-3
+        assert (jj.palette_mix is None) == (jn.palette_mix is None)
+        if jj.palette_mix is not None:
+            assert np.abs(jj.palette_mix[0] - jn.palette_mix[0]).max() < 1e-3
+            assert np.abs(jj.palette_mix[1] - jn.palette_mix[1]).max() <= 1.0
+        assert np.allclose(jj.meta["iris_shift_px"], jn.meta["iris_shift_px"], atol=1e-6)
+        worst_vis = max(worst_vis, abs(vj - vn))
+        moved += int(np.abs(jn.flow).max() > 0.5)
+    assert worst_flow < 1e-3, worst_flow  # crop pixels
+    assert worst_vis < 1e-6, worst_vis
+    assert moved >= len(reqs) // 2  # the comparison saw real iris moves
+    # a shift the fold check must shrink: the same shrinking both ways
+    img, r = reqs[0]
+    ew = {}
+    for on in (True, False):
+        monkeypatch.setattr(jit, "_enabled", on)
+        ew[on] = eyewarp.iris_shift_flow(24, 30, np.array([[2, 12], [15, 6], [28, 12]], float),
+                                         np.array([[2, 12], [15, 17], [28, 12]], float),
+                                         (15, 12), 4.0, (9.0, -3.0), (1.0, 0.35))
+    assert np.allclose(ew[True].shift, ew[False].shift)
+    assert 0 < np.hypot(*ew[True].shift) < np.hypot(9.0, 3.0)
+    assert np.abs(ew[True].flow - ew[False].flow).max() < 1e-3
+
+
+def test_compiled_smile_matches_rbfinterpolator(tracked, monkeypatch):
+    """The numba thin-plate spline (LU solve, grid, OpenCV-style upsampling) against scipy's
+    RBFInterpolator, and the smile job's fields against the NumPy path."""
+    pytest.importorskip("numba")
+    from warpcam.core import jit
+    from warpcam.realtime.effects import smile as S
+
+    loops = jit.load("warpcam.core._jitloops")
+    assert loops is not None, jit.why_not("warpcam.core._jitloops")
+    calls = []
+    orig = S.smile_flow
+
+    def spy(h, w, src, disp, *a, **k):
+        calls.append((h, w, np.array(src), np.array(disp)))
+        return orig(h, w, src, disp, *a, **k)
+
+    monkeypatch.setattr(S, "smile_flow", spy)
+    eff = S.SmileEffect(S.SmileSettings(0.7), cache=False)
+    for _, img, faces, t in tracked:
+        eff.jobs(img, faces, t)
+    monkeypatch.setattr(S, "smile_flow", orig)
+    assert len(calls) >= 20
+    for h, w, src, disp in calls:
+        win = S._flow_grid(h, w, 3)[4][..., 0]
+        ok, got = loops.tps_flow(h, w, src, disp, 3, 1e-3, np.ascontiguousarray(win))
+        want = S.smile_flow_reference(h, w, src, disp)
+        assert ok and got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() < 2e-3
+    jobs = {}
+    for on in (True, False):
+        monkeypatch.setattr(jit, "_enabled", on)
+        e = S.SmileEffect(S.SmileSettings(1.0), cache=False)
+        jobs[on] = [j for _, img, faces, t in tracked for j in e.jobs(img, faces, t)]
+    assert len(jobs[True]) == len(jobs[False]) >= 20
+    for a, b in zip(jobs[True], jobs[False]):
+        assert np.abs(a.flow - b.flow).max() < 2e-3
+        # alpha is the dilated mask flow > 0.01 crop px: float rounding flips a few pixels
+        # of its edge, where the flow is 0.01 crop px (the frame test bounds the effect)
+        assert (a.alpha != b.alpha).mean() < 0.01
+        assert np.allclose(a.meta["corner_shift_px"], b.meta["corner_shift_px"], atol=1e-6)
+
+
+def test_switch_off_and_missing_numba_fall_back(monkeypatch):
+    """``WARPCAM_JIT=0`` (or no numba) selects the reference paths and says why."""
+    from warpcam.core import jit
+
+    monkeypatch.setattr(jit, "_enabled", False)
+    assert jit.load("warpcam.core._jitloops") is None
+    assert "switched off" in jit.why_not("warpcam.core._jitloops")
+    monkeypatch.setattr(jit, "_enabled", True)
+    assert jit.load("warpcam.no_such_loops") is None
+    assert "no_such_loops" in jit.why_not("warpcam.no_such_loops")
+    code = ("import os, sys; os.environ['WARPCAM_JIT'] = '0'\n"
+            "from warpcam.core import jit; import warpcam.realtime.effects.gaze\n"
+            "print(jit.enabled(), 'numba' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr
 
 
 # ------------------------------------------------------------------------------ GPU check

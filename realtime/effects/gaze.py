@@ -38,6 +38,7 @@ from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from warpcam.core import jit as _jit
 from warpcam.core import landmarks as lm
 from warpcam.core.eyes import (EYEBALL_PER_IRIS, IRIS_DIAMETER_MM, eye_in_head_angles,  # noqa: F401
                                eye_roi, gaze_shift_px, roi_affine_for)
@@ -49,6 +50,8 @@ from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, Fram
                                            LiveSettings, setting, validate)
 from warpcam.realtime.smoothing import OneEuroFilter
 
+
+_JIT_MODULE = "warpcam.core._jitloops"
 
 #: Widest eye box (pixels) that :func:`eye_visibility` measures at full resolution.
 VISIBILITY_MAX_W = 48
@@ -92,6 +95,12 @@ def eye_visibility(image: np.ndarray, face: Face, side: str, k: int) -> float:
         r = r * fx
     mask = np.zeros(grey.shape, np.uint8)
     cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+    loops = _jit.load(_JIT_MODULE)
+    if loops is not None:  # the compiled statistics (warpcam.core.jit), same values
+        contrast = loops.visibility_contrast(grey, mask, float(c[0]), float(c[1]), float(r))
+        if contrast != contrast:  # NaN: too few iris or sclera pixels
+            return 1.0
+        return float(smoothstep((contrast - 6.0) / 10.0))
     xs, ys = pixel_grid(*grey.shape)
     d = np.hypot(xs - c[0], ys - c[1])
     iris = grey[(mask > 0) & (d < 0.7 * r)]
@@ -337,9 +346,13 @@ class LandmarkEyeWarp:
                 colour = sclera_colour(crops, A, (crop_h, crop_w), ew.mask, iris_c, rad)
                 if colour is not None:
                     palette = (np.clip(ew.reveal * 0.9, 0, 1).astype(np.float32), colour * 0.95)
-            alpha = cv2.dilate(ew.mask, np.ones((3, 3), np.uint8))
-            alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
-            alpha[ew.flow.any(axis=2)] = 1.0
+            loops = _jit.load(_JIT_MODULE)
+            if loops is not None:
+                alpha = loops.eye_alpha(ew.mask, ew.flow)
+            else:
+                alpha = cv2.dilate(ew.mask, np.ones((3, 3), np.uint8))
+                alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
+                alpha[ew.flow.any(axis=2)] = 1.0
             fields = (ew.flow, alpha, palette, ew.shift)
             if self.cache is not None:
                 self.cache.put(key, signature, fields)

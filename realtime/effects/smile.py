@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
+from warpcam.core import jit as _jit
 from warpcam.core import landmarks as lm
 from warpcam.core.geometry import (CropCache, border_window, fade_between,  # noqa: F401
                                    flow_jacobian_det, pixel_grid, roi_affine, to_crop)
@@ -195,6 +196,12 @@ def smile_flow(h: int, w: int, sources: np.ndarray, displacements: np.ndarray,
     return flow * win
 
 
+#: the module's own smile_flow: the compiled loops replace it only while nobody has swapped
+#: it (the benchmarks' --reference-paths and the tests put smile_flow_reference in its place)
+_SMILE_FLOW = smile_flow
+_JIT_MODULE = "warpcam.core._jitloops"
+
+
 @lru_cache(maxsize=64)
 def _border_points(h: int, w: int, per_side: int = 5) -> np.ndarray:
     """Points on the crop border (pinned to zero displacement; cached, read only)."""
@@ -274,15 +281,24 @@ class SmileEffect(Effect):
             src, disp = mouth_displacements(groups, s, mouth_w / scale)
             keep = np.all((src > -2) & (src < [crop_w + 1, crop_h + 1]), axis=1)
             src, disp = src[keep], disp[keep]
-            flow = None
-            for _ in range(5):
-                flow = smile_flow(crop_h, crop_w, src, disp)
-                if flow_jacobian_det(flow).min() > 0.25:
-                    break
-                disp = disp * 0.7
-            # Composite only where the warp moves something (saves work on the flat margin).
-            moving = (np.abs(flow).max(axis=2) > 0.01).astype(np.uint8)
-            alpha = cv2.dilate(moving, np.ones((3, 3), np.uint8)).astype(np.float32)
+            loops = _jit.load(_JIT_MODULE) if smile_flow is _SMILE_FLOW else None
+            if loops is not None:  # the compiled loops (warpcam.core.jit), same values
+                _, _, _, _, win = _flow_grid(crop_h, crop_w, 3)
+                flow, alpha, disp = loops.smile_fields(
+                    crop_h, crop_w, np.ascontiguousarray(src, np.float64),
+                    np.ascontiguousarray(disp, np.float64), 3, 1e-3,
+                    np.ascontiguousarray(win[..., 0]), 0.25, 5, 0.7)
+            else:
+                flow = None
+                for _ in range(5):
+                    flow = smile_flow(crop_h, crop_w, src, disp)
+                    if flow_jacobian_det(flow).min() > 0.25:
+                        break
+                    disp = disp * 0.7
+                # Composite only where the warp moves something (saves work on the flat
+                # margin).
+                moving = (np.abs(flow).max(axis=2) > 0.01).astype(np.uint8)
+                alpha = cv2.dilate(moving, np.ones((3, 3), np.uint8)).astype(np.float32)
             fields = (flow, alpha, disp[:2].copy())
             if self.cache is not None:
                 self.cache.put(key, signature, fields)

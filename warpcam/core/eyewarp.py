@@ -21,7 +21,11 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from warpcam.core import jit as _jit
 from warpcam.core.geometry import central_diff, flow_jacobian_det, pixel_grid, polygon_mask, smoothstep
+
+
+_JIT_MODULE = "warpcam.core._jitloops"
 
 
 def _chain_y(chain: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -72,10 +76,16 @@ def iris_shift_flow(h: int, w: int, upper: np.ndarray, lower: np.ndarray, iris_c
     if not (iris_radius > 0 and np.isfinite(shift).all() and np.isfinite(c).all()
             and np.isfinite(upper).all() and np.isfinite(lower).all()):
         raise ValueError(f"bad iris geometry: radius={iris_radius}, centre={c}, shift={shift}")
+    loops = _jit.load(_JIT_MODULE)
     for _ in range(8):
-        flow, reveal, mask = _iris_shift_flow(h, w, upper, lower, c, iris_radius, shift,
-                                              lid_follow)
-        if flow_jacobian_det(flow).min() > min_det:
+        if loops is not None:  # the compiled loops (warpcam.core.jit), same values
+            flow, reveal, mask, det_min = _iris_shift_flow_jit(
+                loops, h, w, upper, lower, c, iris_radius, shift, lid_follow)
+        else:
+            flow, reveal, mask = _iris_shift_flow(h, w, upper, lower, c, iris_radius, shift,
+                                                  lid_follow)
+            det_min = flow_jacobian_det(flow).min()
+        if det_min > min_det:
             return EyeWarp(flow, reveal, mask, shift)
         shift = shift * 0.75
     zero = np.zeros((h, w, 2), np.float32)
@@ -90,6 +100,39 @@ class EyeWarp:
     reveal: np.ndarray
     mask: np.ndarray
     shift: np.ndarray
+
+
+def _lids_out(upper, lower, shift, lid_follow):
+    """The lid chains moved with a vertical gaze change, and their lift profile's span."""
+    u_lo, u_hi = min(upper[0, 0], upper[-1, 0]), max(upper[0, 0], upper[-1, 0])
+    span = max(u_hi - u_lo, 1e-6)
+    lift_up = float(lid_follow[0]) * shift[1]
+    lift_lo = float(lid_follow[1]) * shift[1]
+    upper_out = upper.copy()
+    upper_out[:, 1] += lift_up * np.sin(np.pi * np.clip((upper[:, 0] - u_lo) / span, 0.0, 1.0))
+    lower_out = lower.copy()
+    lower_out[:, 1] += lift_lo * np.sin(np.pi * np.clip((lower[:, 0] - u_lo) / span, 0.0, 1.0))
+    return upper_out, lower_out, u_lo, span, lift_up, lift_lo
+
+
+def _iris_shift_flow_jit(loops, h, w, upper, lower, c, iris_radius, shift, lid_follow):
+    """:func:`_iris_shift_flow` through the compiled loops (:mod:`warpcam.core._jitloops`),
+    plus the minimum Jacobian determinant: ``(flow, reveal, mask, det_min)``."""
+    upper_out, lower_out, u_lo, span, lift_up, lift_lo = _lids_out(upper, lower, shift,
+                                                                   lid_follow)
+    mask = polygon_mask(np.concatenate([upper_out, lower_out[-2:0:-1]], axis=0), h, w)
+    L = float(np.hypot(*shift))
+    if L < 1e-3 or mask.max() <= 0:
+        return (np.zeros((h, w, 2), np.float32), np.zeros((h, w), np.float32), mask, 1.0)
+    dhat = shift / L
+    dist = cv2.distanceTransform((mask > 0.5).astype(np.uint8), cv2.DIST_L2, 3) - 0.5
+    trailing = cv2.GaussianBlur(loops.iris_trailing(dist, float(dhat[0]), float(dhat[1])),
+                                (0, 0), 1.5)
+    flow, reveal, det_min = loops.iris_fields(
+        dist, trailing, mask, float(c[0]), float(c[1]), float(iris_radius), float(shift[0]),
+        float(shift[1]), float(lift_up), float(lift_lo), float(u_lo), float(span),
+        upper_out, lower_out)
+    return flow, reveal, mask, det_min
 
 
 def _iris_shift_flow(h, w, upper, lower, c, iris_radius, shift, lid_follow):
