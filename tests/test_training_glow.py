@@ -195,3 +195,18 @@ def test_transfer_alphas_and_one_line_errors(tmp_path):
         TR.main(["--target-dir", str(tmp_path / "empty"), "--source-dir", str(IDS / "expressions"),
                  "--source-image", str(IDS / "expressions" / "selena_expression1_aligned.png"),
                  "--out", str(tmp_path / "s.png")])
+
+
+def test_transfer_no_face_is_a_one_line_error(tmp_path):
+    from warpcam.training.glow import transfer as TR
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    (tmp_path / "few").mkdir()
+    for p in sorted((IDS / "id1_aligned").glob("*.png"))[:2]:
+        cv2.imwrite(str(tmp_path / "few" / p.name), cv2.imread(str(p)))
+    with TR.Aligner(64) as al:
+        face = al.align_file(IDS / "id1_aligned" / "emma1_aligned.png")
+        assert face.shape == (64, 64, 3)
+        with pytest.raises(TR.TransferError, match="blank.png: no face found"):
+            TR.run_transfer(None, al, tmp_path / "few", tmp_path / "few", blank, [0.4])
