@@ -63,7 +63,9 @@ def metadata(cfg: GlowConfig, ckpt: dict, notes: str = "") -> dict:
         outputs=(artifact.OutputSpec("z_of_x", f"(N, {d}) encode(x)"),
                  artifact.OutputSpec("x_of_z", f"(N, 3, {cfg.size}, {cfg.size}) RGB [0, 1], "
                                                "decode(z) clamped"),
-                 artifact.OutputSpec("bpd", "(N,) bits per dimension of x as an 8-bit image")),
+                 artifact.OutputSpec("bpd", "(N,) bits per dimension of x as an 8-bit image: "
+                                            "-log2 p(x - 0.5) / D + 8, the density at the "
+                                            "pixel values (no dequantisation noise)")),
         config=cfg.to_dict(),
         training=artifact.TrainingInfo(
             data=tuple(sorted(counts)), sizes=tuple(int(counts[k]) for k in sorted(counts)),
