@@ -315,8 +315,10 @@ def main(argv=None) -> dict:
     model = load_au_model(a.model, device="cpu", threads=a.threads)
     res = dict(model=str(a.model or "bundled au_edit.pt2"),
                training=dict(steps=model.meta.get("steps"),
-                             minutes=model.meta.get("minutes"),
-                             data=model.meta.get("data")))
+                             minutes=model.meta.get("training_minutes"),
+                             data=model.meta.get("training_data"),
+                             sizes=model.meta.get("training_sizes"),
+                             notes=model.meta.get("notes")))
     if "cost" not in a.skip:
         res["cost"] = frame_cost(model, a.iters)
         print(json.dumps(res["cost"]), flush=True)
