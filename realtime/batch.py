@@ -306,7 +306,11 @@ def _worker_main() -> int:
 
 
 def _ray_task(job: dict, queue) -> dict:
-    """The body of a Ray task: :func:`run_one` with progress into a ``ray.util.queue.Queue``."""
+    """The body of a Ray task: :func:`run_one` with progress into a ``ray.util.queue.Queue``.
+    The result also carries ``resources``: what Ray assigned to the task (``{"CPU": 2.0, ...}``)
+    and ``node``: the IP address of the node that ran it."""
+    import ray
+
     from warpcam.realtime import cli
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -317,7 +321,42 @@ def _ray_task(job: dict, queue) -> dict:
 
     debug = os.environ.get(cli.DEBUG_ENV, "").strip() not in ("", "0")
     with cli._guarded_process(debug):
-        return run_one(job, progress=progress)
+        result = run_one(job, progress=progress)
+    with contextlib.suppress(Exception):
+        ctx = ray.get_runtime_context()
+        result["resources"] = dict(ctx.get_assigned_resources())
+        result["node"] = ray.util.get_node_ip_address()
+    return result
+
+
+def task_options(gpu: bool) -> dict:
+    """The resources one Ray task declares: :data:`THREADS_PER_JOB` CPUs, and one GPU when the
+    job asks for the cuda backend (``--backend cuda``); ``max_retries=0`` (a failed file is
+    reported, not rerun behind the user's back)."""
+    return {"num_cpus": THREADS_PER_JOB, "num_gpus": 1 if gpu else 0, "max_retries": 0}
+
+
+#: Environment that keeps an in-process Ray instance on the loopback interface (Ray otherwise
+#: binds its servers to the machine's address) and stops its usage-statistics report.
+LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start_local_ray(num_cpus: int, num_gpus: Optional[int] = None):
+    """Start an in-process Ray instance reachable on 127.0.0.1 only (``--ray local``): a head
+    node with ``num_cpus`` CPUs (and ``num_gpus`` GPUs when given; Ray detects them otherwise),
+    no dashboard, no usage report, the driver's logs not forwarded. Returns the ``ray`` module.
+    Raises ``SystemExit`` with one line when Ray is not installed."""
+    os.environ.update(LOOPBACK_RAY_ENV)  # read by Ray at import and by the processes it starts
+    try:
+        import ray
+        from ray._private import ray_constants
+    except ImportError:
+        raise SystemExit("warpcam: error: --ray needs Ray: pip install 'warpcam[ray]'") from None
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the line above
+    kw = {} if num_gpus is None else {"num_gpus": num_gpus}
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False, **kw)
+    return ray
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,9 +475,7 @@ class RayEngine:
                 from None
         if not ray.is_initialized():
             if self.address == "local":
-                ray.init(num_cpus=self.workers * THREADS_PER_JOB, include_dashboard=False,
-                         _node_ip_address="127.0.0.1", log_to_driver=False,
-                         configure_logging=False)
+                start_local_ray(self.workers * THREADS_PER_JOB)
             else:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
             self._started = True
@@ -449,8 +486,7 @@ class RayEngine:
         from ray.util.queue import Queue
 
         queue = Queue()
-        task = ray.remote(num_cpus=THREADS_PER_JOB, num_gpus=1 if self.gpu else 0,
-                          max_retries=0)(_ray_task)
+        task = ray.remote(**task_options(self.gpu))(_ray_task)
         refs = {task.remote(job, queue): job for job in jobs}
         try:
             while refs:
