@@ -244,9 +244,11 @@ def test_au_sliders_and_switch_from_the_panel(panel, astronaut):
     status, _ = request(panel, "POST", "/api/settings",
                         body={"effect": "au", "changes": {"enabled": False}})
     assert status == 200 and p.settings["au"].get().au12 == 0.8
-    for i in range(40):
+    for i in range(40):  # 0.8 * 0.65^n under 0.005 after 12 frames, then no track is kept
         p.process(Frame(image=astronaut, index=4 + i, pts_seconds=(4 + i) / 30))
-    assert eff.tracks == {}
+        if not eff.tracks:
+            break
+    assert eff.tracks == {} and i < 20
 
 
 def test_presets_round_trip(panel, tmp_path):
