@@ -103,7 +103,10 @@ def main(argv=None) -> dict:
                          "both (the JSON's cache_off)")
     ap.add_argument("--reference-paths", action="store_true",
                     help="the reference implementations (per-field CPU composite, scipy "
-                         "RBFInterpolator smile): the 'before' of docs/speed.md")
+                         "RBFInterpolator smile, NumPy fields): the 'before' of docs/speed.md")
+    ap.add_argument("--no-jit", action="store_true",
+                    help="the NumPy/OpenCV fast paths instead of the compiled (numba) loops "
+                         "(as WARPCAM_JIT=0)")
     ap.add_argument("--gaze-model", nargs="?", const="", default=None, metavar="FILE",
                     help="gaze by the learned model (.pt2; without FILE the bundled one) "
                          "instead of the landmark warp")
@@ -124,6 +127,7 @@ def main(argv=None) -> dict:
     a.input = resolve_input(a.input)
     if a.live:
         return live_main(a)
+    load_start = list(__import__("os").getloadavg())
 
     from warpcam.kernels import get_compositor
     from warpcam.realtime.effects.gaze import GazeSettings
@@ -149,6 +153,9 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no frames decoded from {a.input}")
     h, w = frames[0].image.shape[:2]
 
+    from warpcam.core import jit as _jit
+    if a.reference_paths or a.no_jit:
+        _jit.set_enabled(False)
     if a.reference_paths:
         from warpcam.kernels import cpu as _cpu
         from warpcam.realtime.effects import smile as _smile
@@ -164,6 +171,7 @@ def main(argv=None) -> dict:
     timers = {c: StageTimer(window=None) for c in conditions}
     faces_per_frame = {c: [] for c in conditions}
     cache = {c: (0, 0) for c in conditions}
+    first_frame = {}  # the first frame of each condition in a fresh process (compiled loops load)
     for rnd in range(a.rounds):
         with FaceTracker(max_faces=a.max_faces) as tr:
             for fr in frames:
@@ -191,6 +199,7 @@ def main(argv=None) -> dict:
                     timer.add("output", t2 - t1)
                     full[cond].append(t2 - t0)
                     faces_per_frame[cond].append(len(faces))
+                    first_frame.setdefault(cond, (t2 - t0) * 1e3)
             cache[cond] = _cache_counts(effects)  # last round's counters
 
     def summary(cond) -> dict:
@@ -234,10 +243,14 @@ def main(argv=None) -> dict:
         input=str(a.input), size=[w, h], frames=len(frames), rounds=a.rounds,
         max_faces=a.max_faces, gaze_pitch=a.gaze_pitch, smile=a.smile, backend=a.backend,
         gaze="model" if a.gaze_model is not None else "landmark",
-        paths="reference" if a.reference_paths else "fast",
+        paths=("reference" if a.reference_paths else "fast" if a.no_jit
+               else "compiled" if _jit.load("warpcam.core._jitloops") is not None
+               else "fast (numba missing)"),
+        first_frame_full_ms=first_frame,
         machine=dict(cpu=platform.processor() or platform.machine(), cores=os_.cpu_count(),
                      python=platform.python_version(),
-                     loadavg=list(os_.getloadavg()) if hasattr(os_, "getloadavg") else None),
+                     loadavg=list(os_.getloadavg()) if hasattr(os_, "getloadavg") else None,
+                     loadavg_start=load_start),
     )
     res.update(summary("cache_on"))
     if a.no_cache:
@@ -245,7 +258,10 @@ def main(argv=None) -> dict:
 
     print(f"{a.input}: {w}x{h}, {len(frames)} frames x {a.rounds} rounds, "
           f"{res['mean_faces']:.2f} faces/frame, backend {a.backend}, gaze {res['gaze']}, "
-          f"load average {res['machine']['loadavg']}")
+          f"paths {res['paths']}, load average {load_start} at the start, "
+          f"{res['machine']['loadavg']} at the end")
+    print("first full-pipeline frame (ms): "
+          + ", ".join(f"{c} {v:.1f}" for c, v in first_frame.items()))
     for cond in conditions:
         r = res if cond == "cache_on" else res["cache_off"]
         print(f"-- ROI field cache {'on' if cond == 'cache_on' else 'OFF'}: hit rate "

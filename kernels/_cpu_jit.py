@@ -42,6 +42,29 @@ def _fields(flow, alpha, pal, has_pal, a00, a01, a10, a11):
 
 
 @njit(**_JIT)
+def _cells(f):
+    """Per cell of the padded fields (the 2 x 2 texels a bilinear sample reads): 1 where alpha
+    is 0 at all four (the sample's alpha is exactly 0), 2 where the frame-pixel flow is below
+    0.015 px and the palette weight 0 at all four (the warped pixel is exactly the input
+    pixel: the position rounds to it at 1/32 px), else 0."""
+    fh, fw = f.shape[0], f.shape[1]
+    out = np.zeros((fh - 1, fw - 1), np.uint8)
+    for i in range(fh - 1):
+        for j in range(fw - 1):
+            zero_alpha = True
+            still = True
+            for di in range(2):
+                for dj in range(2):
+                    t = f[i + di, j + dj]
+                    if t[2] != 0.0:
+                        zero_alpha = False
+                    if abs(t[0]) >= 0.015 or abs(t[1]) >= 0.015 or t[3] != 0.0:
+                        still = False
+            out[i, j] = 1 if zero_alpha else (2 if still else 0)
+    return out
+
+
+@njit(**_JIT)
 def warp_blend(src, ox, oy, out, x0, y0, x1, y1, inv, a, flow, alpha, pal, has_pal, colour):
     """One job over its frame box ``[x0, x1) x [y0, y1)``, warped from ``src`` and blended
     into ``out`` (``H x W x 3`` uint8, written). ``src`` (uint8, read only, never ``out``) is
@@ -55,6 +78,7 @@ def warp_blend(src, ox, oy, out, x0, y0, x1, y1, inv, a, flow, alpha, pal, has_p
     f = _fields(flow, alpha, pal, has_pal, np.float32(a[0, 0]), np.float32(a[0, 1]),
                 np.float32(a[1, 0]), np.float32(a[1, 1]))
     fh, fw = f.shape[0], f.shape[1]
+    cells = _cells(f)
     c02, c12 = inv[0, 2] + 1.0, inv[1, 2] + 1.0
     one = np.float32(1.0)
     eps = np.float32(1e-5)
@@ -69,6 +93,15 @@ def warp_blend(src, ox, oy, out, x0, y0, x1, y1, inv, a, flow, alpha, pal, has_p
             Y = int(np.rint(v * np.float32(32.0)))
             ax, ay = X & 31, Y & 31
             sx, sy = X >> 5, Y >> 5
+            if 0 <= sx < fw - 1 and 0 <= sy < fh - 1:
+                kind = cells[sy, sx]
+                if kind == 1:
+                    continue  # alpha exactly 0
+                if kind == 2 and ox <= x < ox + W and oy <= y < oy + H:
+                    q = src[y - oy, x - ox]
+                    o = out[y, x]
+                    if q[0] == o[0] and q[1] == o[1] and q[2] == o[2]:
+                        continue  # warped = input pixel = what is there: blend keeps it
             xa, xb = min(max(sx, 0), fw - 1), min(max(sx + 1, 0), fw - 1)
             ya, yb = min(max(sy, 0), fh - 1), min(max(sy + 1, 0), fh - 1)
             wx1 = np.float32(ax) * np.float32(0.03125)
