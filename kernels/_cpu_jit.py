@@ -169,3 +169,19 @@ def blend(out, x0, y0, res, al, is_u8):
                 else:
                     val = a * res[r, c, k] + b * reg
                 out[y0 + r, x0 + c, k] = np.uint8(min(max(np.rint(val), 0.0), 255.0))
+
+
+def warm_up() -> None:
+    """Compile both loops with the argument types :class:`~warpcam.kernels.cpu.CpuCompositor`
+    passes (or load them from numba's cache), on tiny inputs: :func:`warpcam.core.jit.load`
+    runs this in the background."""
+    frame = np.zeros((12, 16, 3), np.uint8)
+    a = np.array([[1.0, 0.0, 4.0], [0.0, 1.0, 3.0]])
+    inv = np.array([[1.0, 0.0, -4.0], [0.0, 1.0, -3.0]])
+    flow = np.zeros((4, 5, 2), np.float32)
+    alpha = np.ones((4, 5), np.float32)
+    for has_pal in (False, True):
+        warp_blend(frame, 0, 0, frame.copy(), 4, 3, 9, 7, inv, a, flow, alpha, alpha.copy(),
+                   has_pal, np.zeros(3, np.float32))
+    for is_u8 in (False, True):
+        blend(frame, 0, 0, np.zeros((4, 5, 3), np.float32), alpha, is_u8)

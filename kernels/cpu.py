@@ -83,8 +83,9 @@ class CpuCompositor(Compositor):
         #: float rounding (``tests/test_speed_paths.py``).
         self.fast = bool(fast)
         #: with ``fast``: the compiled loops of :mod:`warpcam.kernels._cpu_jit` (one pass per
-        #: job, warp and blend fused) when numba is there and :mod:`warpcam.core.jit` is on
-        #: (``None``, the default), never (``False``), or always (``True``: numba required).
+        #: job, warp and blend fused) when numba is there, :mod:`warpcam.core.jit` is on and
+        #: they are compiled (``None``, the default: until then the OpenCV path runs), never
+        #: (``False``), or always (``True``: waits for the compile; numba required).
         self.jit = jit
 
     # ------------------------------------------------------------------ crop
@@ -107,7 +108,7 @@ class CpuCompositor(Compositor):
         if not jobs:
             return frame
         loops = self._loops()
-        if loops is not None:
+        if loops is not None and frame.flags.c_contiguous:
             return self._composite_jit(loops, frame, jobs, inplace)
         warp = self._warp_fast if self.fast else self._warp
         warped = [w for w in (warp(frame, job) for job in jobs) if w is not None]
@@ -127,7 +128,7 @@ class CpuCompositor(Compositor):
     def _loops(self):
         if not self.fast or self.jit is False:
             return None
-        loops = _jit.load(_JIT_MODULE)
+        loops = _jit.load(_JIT_MODULE, wait=bool(self.jit))
         if loops is None and self.jit:
             raise RuntimeError(f"CpuCompositor(jit=True): {_jit.why_not(_JIT_MODULE)}")
         return loops

@@ -13,6 +13,7 @@ says so on a machine without a GPU.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -137,6 +138,7 @@ def test_fast_frame_matches_reference_frame(tracked, monkeypatch, compiled):
     if compiled:
         pytest.importorskip("numba")
     monkeypatch.setattr(jit, "_enabled", compiled)
+    assert not compiled or jit.prepare(), [jit.why_not(m) for m in jit.MODULES]
     fast_out, ref_out = [], []
     for _, img, faces, t in tracked:
         fast_out.append(CpuCompositor(jit=compiled).composite(img, _jobs(img, faces, t, False)))
@@ -199,6 +201,7 @@ def test_compiled_eye_fields_match_numpy(tracked, monkeypatch):
     from warpcam.core import eyewarp, jit
     from warpcam.realtime.effects import gaze as G
 
+    assert jit.prepare(), [jit.why_not(m) for m in jit.MODULES]
     s, reqs = _requests(tracked)
     assert len(reqs) >= 20
     warp = G.LandmarkEyeWarp(cache=False)
@@ -244,7 +247,7 @@ def test_compiled_smile_matches_rbfinterpolator(tracked, monkeypatch):
     from warpcam.core import jit
     from warpcam.realtime.effects import smile as S
 
-    loops = jit.load("warpcam.core._jitloops")
+    loops = jit.load("warpcam.core._jitloops", wait=True)
     assert loops is not None, jit.why_not("warpcam.core._jitloops")
     calls = []
     orig = S.smile_flow
@@ -280,7 +283,9 @@ def test_compiled_smile_matches_rbfinterpolator(tracked, monkeypatch):
 
 
 def test_switch_off_and_missing_numba_fall_back(monkeypatch):
-    """``WARPCAM_JIT=0`` (or no numba) selects the reference paths and says why."""
+    """``WARPCAM_JIT=0`` (or no numba) selects the reference paths and says why; with the
+    switch on, the first frames never wait for numba (the loops compile in the background,
+    the reference paths run meanwhile)."""
     from warpcam.core import jit
 
     monkeypatch.setattr(jit, "_enabled", False)
@@ -295,6 +300,15 @@ def test_switch_off_and_missing_numba_fall_back(monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.stdout.split() == ["False", "False"], r.stdout + r.stderr
+    if importlib.util.find_spec("numba") is None:
+        return
+    code = ("import time; from warpcam.core import jit; m = 'warpcam.core._jitloops'\n"
+            "t = time.perf_counter(); first = jit.load(m); dt = time.perf_counter() - t\n"
+            "print(first is None, dt < 0.1, jit.why_not(m) == 'still compiling in the background',"
+            " jit.prepare(), jit.load(m) is not None)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.stdout.split() == ["True"] * 5, r.stdout + r.stderr
 
 
 # ------------------------------------------------------------------------------ GPU check

@@ -402,3 +402,23 @@ def smile_fields(h, w, sources, displacements, grid_step, smoothing, window, min
             break
         disp = disp * shrink  # as the reference: shrunk after every failed try
     return flow, moving_alpha(flow, 0.01), disp
+
+
+def warm_up() -> None:
+    """Compile every loop with the argument types its callers pass (or load it from numba's
+    cache), on tiny inputs: :func:`warpcam.core.jit.load` runs this in the background."""
+    h, w = 8, 10
+    f32 = np.zeros((h, w), np.float32)
+    mask = f32.copy()
+    mask[2:6, 2:8] = 1.0
+    flow = np.zeros((h, w, 2), np.float32)
+    chain = np.array([[1.0, 4.0], [5.0, 2.0], [9.0, 4.0]])
+    trailing = iris_trailing(mask - np.float32(0.5), 1.0, 0.0)
+    iris_fields(mask - np.float32(0.5), trailing, mask, 5.0, 4.0, 2.0, 1.0, -1.0, -1.0, -0.35,
+                1.0, 8.0, chain, chain.copy())
+    eye_alpha(mask, flow)
+    visibility_contrast(np.zeros((h, w), np.uint8), np.ones((h, w), np.uint8), 5.0, 4.0, 2.0)
+    src = np.array([[0.0, 0.0], [9.0, 0.0], [0.0, 7.0], [9.0, 7.0], [4.0, 3.0]])
+    disp = np.zeros_like(src)
+    disp[4] = (0.5, -0.5)
+    smile_fields(h, w, src, disp, 3, 1e-3, np.ones((h, w), np.float32), 0.25, 5, 0.7)

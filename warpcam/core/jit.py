@@ -8,19 +8,32 @@ of a few hundred pixels). They agree within float rounding (``tests/test_speed_p
 
 The compiled loops are used when numba imports and the switch is on: ``WARPCAM_JIT=0`` in the
 environment, or :func:`set_enabled` ``(False)``, selects the reference paths. Nothing here
-imports numba: :func:`load` imports a loop module the first time a frame needs it (numba's
-import takes about 0.3 s; each loop compiles on its first call, or loads from numba's on-disk
-cache, ``cache=True``, in tens of milliseconds).
+imports numba, and no frame waits for it: the first :func:`load` of a loop module starts a
+background thread that imports it and compiles its loops (its ``warm_up()``), and returns
+``None`` until that is done, so the first frames run the reference paths (the same output to
+float rounding). Compiling takes 10-50 s on this 2-core machine the first time; numba's on-disk
+cache (``cache=True``, in ``__pycache__`` beside the module or numba's user cache directory)
+brings later starts to about a second. :func:`prepare` ``(wait=True)`` compiles up front (tests
+and benchmarks).
 """
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Dict, Optional
+import threading
+import time
+from typing import Dict, Iterable, Optional
 
 _enabled = os.environ.get("WARPCAM_JIT", "1").strip() not in ("0", "false", "off", "no")
 _modules: Dict[str, object] = {}
 _failed: Dict[str, str] = {}
+_threads: Dict[str, threading.Thread] = {}
+_lock = threading.Lock()
+
+#: Every compiled loop module (what :func:`prepare` compiles by default).
+MODULES = ("warpcam.core._jitloops", "warpcam.kernels._cpu_jit")
+#: Seconds the last :func:`prepare` ``(wait=True)`` (or background build) took, per module.
+build_seconds: Dict[str, float] = {}
 
 
 def enabled() -> bool:
@@ -35,23 +48,61 @@ def set_enabled(on: bool) -> None:
     _enabled = bool(on)
 
 
-def load(module: str):
-    """The compiled loop module ``module`` (imported on first use), or ``None`` when the
-    switch is off or numba cannot be imported (the caller then runs its reference path).
-    Never raises for a missing numba; the reason is in :func:`why_not`."""
+def _build(module: str) -> None:
+    t0 = time.perf_counter()
+    try:
+        mod = importlib.import_module(module)
+        warm = getattr(mod, "warm_up", None)
+        if warm is not None:
+            warm()  # compile (or load from the cache) every loop with the callers' types
+    except ImportError as exc:
+        _failed[module] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # a compile error must not stop the frames: reference paths
+        _failed[module] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    else:
+        _modules[module] = mod
+    build_seconds[module] = time.perf_counter() - t0
+
+
+def _start(module: str) -> threading.Thread:
+    with _lock:
+        th = _threads.get(module)
+        if th is None:
+            th = _threads[module] = threading.Thread(target=_build, args=(module,),
+                                                     name=f"jit-{module}", daemon=True)
+            th.start()
+    return th
+
+
+def load(module: str, wait: bool = False):
+    """The compiled loop module ``module``, or ``None`` when the switch is off, numba cannot be
+    imported, or (``wait=False``) its loops are still being compiled in the background (started
+    by the first call); the caller then runs its reference path. Never raises for a missing
+    numba or a failed compile; the reason is in :func:`why_not`."""
     if not _enabled:
         return None
     mod = _modules.get(module)
-    if mod is None and module not in _failed:
-        try:
-            mod = _modules[module] = importlib.import_module(module)
-        except ImportError as exc:
-            _failed[module] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return mod
+    if mod is not None or module in _failed:
+        return mod
+    th = _start(module)
+    if wait:
+        th.join()
+    return _modules.get(module)
+
+
+def prepare(modules: Iterable[str] = MODULES, wait: bool = True) -> bool:
+    """Compile the loop modules now (in the background with ``wait=False``); True when all
+    of them are ready."""
+    mods = list(modules)
+    for m in mods:
+        load(m, wait=wait)
+    return all(m in _modules for m in mods)
 
 
 def why_not(module: str) -> Optional[str]:
     """Why :func:`load` returned ``None`` for ``module`` (``None`` if it did not)."""
     if not _enabled:
         return "compiled loops switched off (WARPCAM_JIT=0 or set_enabled(False))"
+    if module not in _modules and module not in _failed and module in _threads:
+        return "still compiling in the background"
     return _failed.get(module)
