@@ -82,10 +82,13 @@ def _row(frame_no: int, t: float, name: str, r: Optional[AUResult]) -> list:
 
 
 def analyze(source, writer, *, max_faces: int = 1, calibrate: bool = True,
-            max_frames: Optional[int] = None, progress: bool = False, series=None) -> dict:
+            max_frames: Optional[int] = None, progress: bool = False, series=None,
+            on_frame=None) -> dict:
     """Run the tracker and the AU estimator over ``source``, writing rows to ``writer``
-    (a ``csv.writer``). ``series`` (a list), if given, collects ``(t, face_id, AUResult)``.
-    Returns counts: frames, rows, frames with a face, seconds."""
+    (a ``csv.writer``). ``series`` (a list), if given, collects ``(t, face_id, AUResult)``;
+    ``on_frame(frames_done)``, if given, is called after each frame's rows are written
+    (``warpcam batch --analyze``: its progress). Returns counts: frames, rows, frames with a
+    face, seconds."""
     from warpcam.realtime.tracker import FaceTracker
 
     images = type(source).__name__ == "ImageSource"
@@ -132,6 +135,8 @@ def analyze(source, writer, *, max_faces: int = 1, calibrate: bool = True,
                     series.append((t, r.track_id, r))
             if bar is not None:
                 bar.update(1)
+            if on_frame is not None:
+                on_frame(frames)
             if max_frames is not None and frames >= max_frames:
                 break
     finally:
@@ -182,7 +187,8 @@ def plot(series: list, path: Path, title: str = "") -> None:
     os.replace(tmp, path)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, on_frame=None) -> int:
+    """``warpcam analyze ...``; returns the exit status. ``on_frame`` as for :func:`analyze`."""
     args = build_parser().parse_args(argv)
     out = Path(args.output).expanduser()
     if out.suffix.lower() != ".csv":
@@ -211,7 +217,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             w.writerow(COLUMNS)
             stats = analyze(source, w, max_faces=args.max_faces,
                             calibrate=not args.no_calibrate, max_frames=args.max_frames,
-                            progress=not args.quiet, series=series)
+                            progress=not args.quiet, series=series, on_frame=on_frame)
         os.replace(tmp, out)
     except KeyboardInterrupt:
         tmp.unlink(missing_ok=True)

@@ -39,8 +39,9 @@ output), keeps the finished ones, writes the report and exits with 128 + N (130 
 
 Report: ``OUT_DIR/warpcam-batch-report.json`` (or ``--report FILE``): per file ``input``,
 ``output``, ``status`` (``done``, ``skipped``, ``failed``, ``interrupted``, ``not started``),
-``frames``, ``seconds``, ``fps``, ``error`` (one line or null); ``totals`` (counts per status,
-frames, wall seconds, frames/s). Exit status: 0 only when every file is done or skipped; 1 when
+``frames``, ``seconds`` (wall time of the job), ``cpu_seconds`` (CPU time of its process, all
+threads), ``fps``, ``error`` (one line or null); ``totals`` (counts per status, frames of the
+files done, wall seconds of the batch, frames/s, CPU seconds of the jobs). Exit status: 0 only when every file is done or skipped; 1 when
 any file failed; 2 for a usage error (nothing processed); 128 + N when interrupted.
 """
 from __future__ import annotations
@@ -72,8 +73,8 @@ SINK_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi")
 PROGRESS_EVERY_S = 0.25
 #: Seconds a stopped job gets to remove its partial output before it is killed.
 STOP_GRACE_S = 20.0
-#: Flags of ``warpcam`` that make no sense per file of a batch (refused).
-_NOT_FOR_BATCH = ("--input", "--output", "--preview", "--panel", "--calibrate")
+#: Flags of ``warpcam`` (and of ``warpcam analyze``) that make no sense per file of a batch.
+_NOT_FOR_BATCH = ("--input", "--output", "--preview", "--panel", "--calibrate", "--plot")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,6 +96,7 @@ class Item:
     status: str = "not started"
     frames: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     error: Optional[str] = None
     extra: dict = field(default_factory=dict)
 
@@ -102,6 +104,7 @@ class Item:
         fps = self.frames / self.seconds if self.seconds > 0 and self.frames else None
         return {"input": self.rel, "output": self.out_rel, "status": self.status,
                 "frames": self.frames, "seconds": round(self.seconds, 3),
+                "cpu_seconds": round(self.cpu_seconds, 3),
                 "fps": round(fps, 2) if fps else None, "error": self.error}
 
 
@@ -152,16 +155,21 @@ def _jsonable(v):
 
 
 def job_settings(job_argv: List[str], analyze: bool) -> dict:
-    """What decides a file's output besides its input: the parsed flags of its job (``--input``,
-    ``--output`` and ``--quiet`` left out) or ``{"analyze": True}``. Raises ``SystemExit(2)``
+    """What decides a file's output besides its input: ``{"analyze": bool, "flags": {...}}``,
+    the parsed flags of its ``warpcam`` job, or of its ``warpcam analyze`` job with
+    ``analyze`` (``--input``, ``--output``, ``--quiet`` left out). Raises ``SystemExit(2)``
     with one line on stderr for a usage error (as ``warpcam`` would)."""
+    skip = {"input", "output", "quiet", "plot"}
     if analyze:
-        return {"analyze": True, "argv": list(job_argv)}
-    from warpcam.realtime.cli import parse_job_args
+        from warpcam.realtime.analyze import build_parser as analyze_parser
 
-    args = parse_job_args(list(job_argv) + ["--input", "x.mp4", "--output", "y.mp4"])
-    skip = {"input", "output", "quiet"}
-    return {"analyze": False,
+        args = analyze_parser().parse_args(list(job_argv) + ["--input", "x.mp4", "--output",
+                                                             "y.csv"])
+    else:
+        from warpcam.realtime.cli import parse_job_args
+
+        args = parse_job_args(list(job_argv) + ["--input", "x.mp4", "--output", "y.mp4"])
+    return {"analyze": analyze,
             "flags": {k: _jsonable(v) for k, v in sorted(vars(args).items()) if k not in skip}}
 
 
@@ -210,22 +218,13 @@ def is_complete(entry: Optional[dict], item: Item, settings: dict, version: str)
 # one job (runs in a child process or a Ray task)
 # ------------------------------------------------------------------------------------------------
 
-def _csv_frames(path: Path) -> int:
-    """Frames in a ``warpcam analyze`` CSV (its ``frame`` column is 1-based and increasing)."""
-    import csv
-
-    last = 0
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            last = int(row["frame"])
-    return last
-
-
 def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict:
     """Run one file's job: ``{"input", "output", "argv", "analyze"}`` (paths as strings).
 
     Calls ``progress(frames_done)`` at most every :data:`PROGRESS_EVERY_S`. Returns
-    ``{"status": "done" | "failed" | "interrupted", "frames", "seconds", "error"}``; never raises
+    ``{"status": "done" | "failed" | "interrupted", "frames", "seconds", "cpu_seconds",
+    "error"}`` (``cpu_seconds``: CPU time of the job's process, all threads, model loading
+    included); never raises
     for a failure of the file (Ctrl-C / a stop signal while it runs gives ``"interrupted"``
     after the job removed its partial output).
     """
@@ -243,7 +242,7 @@ def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict
             last[0] = now
             progress(frames)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     status = "failed"
     try:
         if job.get("analyze"):
@@ -252,12 +251,11 @@ def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
                 code = analyze.main(list(job.get("argv", [])) + [
-                    "--input", job["input"], "--output", job["output"], "--quiet"])
+                    "--input", job["input"], "--output", job["output"], "--quiet"],
+                    on_frame=lambda n: on_frame())
             lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
             errors += lines[-1:]
-            if code == EXIT_OK:
-                frames = _csv_frames(Path(job["output"]))
-            elif code == EXIT_INTERRUPTED:
+            if code == EXIT_INTERRUPTED:
                 raise KeyboardInterrupt
         else:
             args = cli.parse_job_args(list(job.get("argv", [])) + [
@@ -277,7 +275,7 @@ def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict
         progress(frames)
     error = " ".join(errors[-1].split()) if errors and status != "done" else None
     return {"status": status, "frames": frames, "seconds": time.perf_counter() - t0,
-            "error": error}
+            "cpu_seconds": time.process_time() - c0, "error": error}
 
 
 def _worker_main() -> int:
@@ -647,7 +645,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         _say(f"warpcam batch: error: {refused[0].split('=')[0]} is not a batch flag: IN_DIR and "
              "OUT_DIR give every file's input and output")
         return EXIT_USAGE
-    in_dir, out_dir = Path(args.in_dir).expanduser(), Path(args.out_dir).expanduser()
+    # absolute (symbolic links kept): a Ray task runs in another working folder, or node
+    in_dir = Path(os.path.abspath(Path(args.in_dir).expanduser()))
+    out_dir = Path(os.path.abspath(Path(args.out_dir).expanduser()))
     if not in_dir.is_dir():
         _say(f"warpcam batch: error: IN_DIR {in_dir} is not a folder")
         return EXIT_USAGE
@@ -673,13 +673,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         _say(f"warpcam batch: error: no file under {in_dir} matches "
              f"{args.pattern or ', '.join('*' + e for e in SINK_EXTENSIONS)}")
         return EXIT_USAGE
+    first_of: Dict[str, str] = {}
+    for it in items:  # two inputs, one output (a.mp4 and a.mov with --analyze: a.csv)
+        other = first_of.setdefault(it.out_rel, it.rel)
+        if other != it.rel:
+            _say(f"warpcam batch: error: {other} and {it.rel} would both write {it.out_rel} "
+                 "(rename one, or narrow --pattern)")
+            return EXIT_USAGE
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(out_dir)
     todo = []
     for it in items:
-        st = it.src.stat()
-        it.size, it.mtime_ns = st.st_size, st.st_mtime_ns
-        it.sha256 = file_sha256(it.src)
+        try:
+            st = it.src.stat()
+            it.size, it.mtime_ns = st.st_size, st.st_mtime_ns
+            it.sha256 = file_sha256(it.src)
+        except OSError as exc:  # unreadable, or a link to nothing: this file fails alone
+            it.status = "failed"
+            it.error = f"warpcam: error: cannot read the input: {exc.strerror or exc}"
+            manifest.pop(it.rel, None)
+            if not args.quiet:
+                _say(f"warpcam batch: {it.rel}: {it.error}")
+            continue
         if is_complete(manifest.get(it.rel), it, settings, version):
             it.status = "skipped"
             old = manifest[it.rel]
@@ -706,11 +721,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         bars.finish(job["input"])
         it.status, it.frames = res["status"], int(res["frames"])
         it.seconds, it.error = float(res["seconds"]), res.get("error")
+        it.cpu_seconds = float(res.get("cpu_seconds") or 0.0)
+        if it.status == "done":
+            try:
+                out_size = it.dst.stat().st_size
+            except OSError:  # cannot happen for a finished job (its output is renamed last)
+                it.status, it.error = "failed", "warpcam: error: the job wrote no output"
         if it.status == "done":
             manifest[it.rel] = {
                 "output": it.out_rel, "size": it.size, "mtime_ns": it.mtime_ns,
                 "sha256": it.sha256, "settings": settings, "version": version,
-                "output_size": it.dst.stat().st_size, "frames": it.frames,
+                "output_size": out_size, "frames": it.frames,
                 "seconds": round(it.seconds, 3), "status": "done"}
             save_manifest()
         elif it.status == "failed" and not args.quiet:
@@ -759,7 +780,8 @@ def _report(items: List[Item], engine: str, workers: int, in_dir: Path, out_dir:
               for s in ("done", "skipped", "failed", "interrupted", "not started")}
     frames = sum(r["frames"] for r in rows if r["status"] == "done")
     totals.update(files=len(rows), frames=frames, seconds=round(wall, 3),
-                  fps=round(frames / wall, 2) if wall > 0 and frames else None)
+                  fps=round(frames / wall, 2) if wall > 0 and frames else None,
+                  cpu_seconds=round(sum(r["cpu_seconds"] for r in rows), 3))
     return {"warpcam": version, "engine": engine, "workers": workers, "in_dir": str(in_dir),
             "out_dir": str(out_dir), "files": rows, "totals": totals}
 

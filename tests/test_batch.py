@@ -84,10 +84,12 @@ def test_two_workers_give_the_outputs_of_single_runs_and_a_broken_file_fails_alo
     assert not (out / "sub" / "broken.mp4").exists()
     assert "notes.txt" not in rep
     assert rep["_totals"]["done"] == 2 and rep["_totals"]["failed"] == 1
+    assert rep["_totals"]["cpu_seconds"] == pytest.approx(
+        sum(rep[r]["cpu_seconds"] for r in rep if r != "_totals"), abs=0.01)
     for rel in CLIPS:
         row = rep[rel]
         assert row["status"] == "done" and row["frames"] == 12 and row["error"] is None
-        assert row["fps"] > 0 and 0 < row["seconds"] < wall
+        assert row["fps"] > 0 and 0 < row["seconds"] < wall and 0 < row["cpu_seconds"]
         single = tmp_path / "single" / rel
         single.parent.mkdir(parents=True, exist_ok=True)
         assert cli.main(["--input", str(src / rel), "--output", str(single), "--quiet",
@@ -177,3 +179,55 @@ def test_ctrl_c_keeps_finished_files_leaves_no_partial_one_and_rerun_finishes(tm
     rep = report(out)
     assert [rep[f"clip{k}.mp4"]["status"] for k in range(3)] == ["skipped", "done", "done"]
     assert all(len(decode(out / f"clip{k}.mp4")) == 40 for k in range(3))
+
+
+def test_analyze_with_a_pattern_writes_the_csv_of_warpcam_analyze_and_a_dead_link_fails_alone(
+        tmp_path):
+    from warpcam.realtime import analyze
+
+    src = make_tree(tmp_path / "in", frames=6)
+    (src / "sub" / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")  # matched, unreadable
+    out = tmp_path / "out"
+    assert run_batch(src, out, "--analyze", "--pattern", "sub/*.mp4", "--max-faces", "1",
+                     "--workers", "2") == 1
+    rep = report(out)
+    assert set(rep) == {"sub/b.mp4", "sub/gone.mp4", "_totals"}  # a.mp4 is not under sub/
+    assert rep["sub/b.mp4"]["status"] == "done" and rep["sub/b.mp4"]["frames"] == 6
+    assert rep["sub/b.mp4"]["output"] == "sub/b.csv"
+    assert rep["sub/gone.mp4"]["status"] == "failed"
+    assert "cannot read the input" in rep["sub/gone.mp4"]["error"]
+    single = tmp_path / "single.csv"
+    assert analyze.main(["--input", str(src / "sub" / "b.mp4"), "--output", str(single),
+                         "--max-faces", "1", "--quiet"]) == 0
+    got, want = (out / "sub" / "b.csv").read_text(), single.read_text()
+    assert got == want and len(got.splitlines()) == 7  # header + one face in each frame
+    assert "AU12_r" in got.splitlines()[0]
+    man = json.loads((out / "warpcam-batch-manifest.json").read_text())["files"]
+    assert set(man) == {"sub/b.mp4"}
+    assert man["sub/b.mp4"]["settings"] == {"analyze": True, "flags": man["sub/b.mp4"][
+        "settings"]["flags"]} and man["sub/b.mp4"]["settings"]["flags"]["max_faces"] == 1
+    # the same settings: skipped; other analyze settings: redone
+    assert run_batch(src, out, "--analyze", "--pattern", "sub/*.mp4", "--max-faces", "1") == 1
+    assert report(out)["sub/b.mp4"]["status"] == "skipped"
+    assert run_batch(src, out, "--analyze", "--pattern", "sub/*.mp4", "--no-calibrate") == 1
+    assert report(out)["sub/b.mp4"]["status"] == "done"
+    assert leftovers(out) == []
+
+
+def test_two_inputs_for_one_output_and_bad_analyze_flags_are_refused_before_work(tmp_path,
+                                                                                capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "x.mp4").write_bytes(b"a")
+    (src / "x.mov").write_bytes(b"b")
+    out = tmp_path / "o"
+    assert run_batch(src, out, "--analyze") == 2
+    assert run_batch(src, out, "--analyze", "--plot", "p.png") == 2
+    with pytest.raises(SystemExit) as exc:
+        run_batch(src, out, "--analyze", "--pattern", "*.mp4", "--gaze-pitch", "3")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "x.mov and x.mp4 would both write x.csv" in err
+    assert "--plot is not a batch flag" in err
+    assert "unrecognized arguments: --gaze-pitch" in err
+    assert not out.exists()
