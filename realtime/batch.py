@@ -13,11 +13,13 @@ a temporary name beside the output and renamed when complete.
 
 Engines (neither is a scheduler of our own):
 
-- local (default): one child process per file (``python -m warpcam.realtime.batch --worker``),
-  at most ``--workers`` at a time. Default workers = usable cores // :data:`THREADS_PER_JOB`
-  (2: a job's pipeline runs capture + tracking in one thread and effects + composite + encode
-  in the other, ``Pipeline.run``), at least 1. A file that crashes its process, or a process
-  the system kills (out of memory), fails that file only.
+- local (default): ``--workers`` child processes (``python -m warpcam.realtime.batch
+  --worker``), each running one file at a time, one after another (a job per file: the
+  imports and models of a process are paid once per worker, not per file). Default workers =
+  usable cores // :data:`THREADS_PER_JOB` (2: a job's pipeline runs capture + tracking in one
+  thread and effects + composite + encode in the other, ``Pipeline.run``), at least 1. A file
+  that crashes its process, or a process the system kills (out of memory), fails that file
+  only; a fresh process takes the files left.
 - ``--ray ADDRESS``: the same jobs as Ray tasks (``auto``: a running cluster, or an address
   ``ray://HOST:10001`` / ``HOST:6379``; ``local``: an in-process Ray instance on 127.0.0.1 with
   ``--workers`` x :data:`THREADS_PER_JOB` CPUs, or the instance this process already started).
@@ -279,12 +281,13 @@ def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict
 
 
 def _worker_main() -> int:
-    """``python -m warpcam.realtime.batch --worker``: the job as JSON on stdin; progress lines
-    ``P N`` and the result line ``R {json}`` on stdout (a private copy of it: whatever native
-    code prints goes to ``/dev/null``)."""
+    """``python -m warpcam.realtime.batch --worker``: jobs as JSON lines on stdin, run one after
+    the other until stdin ends (the imports and the process start are paid once per worker, not
+    per file); per job, progress lines ``P N`` and the result line ``R {json}`` on stdout (a
+    private copy of it: whatever native code prints goes to ``/dev/null``). A stopped
+    (interrupted) job ends the worker."""
     from warpcam.realtime import cli
 
-    job = json.loads(sys.stdin.read())
     out = os.fdopen(os.dup(1), "w", buffering=1)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
@@ -298,8 +301,13 @@ def _worker_main() -> int:
 
     debug = os.environ.get(cli.DEBUG_ENV, "").strip() not in ("", "0")
     with cli._guarded_process(debug):
-        result = run_one(job, progress=lambda n: send(f"P {n}"))
-    send("R " + json.dumps(result))
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            result = run_one(json.loads(line), progress=lambda n: send(f"P {n}"))
+            send("R " + json.dumps(result))
+            if result["status"] == "interrupted":
+                break
     return EXIT_OK
 
 
@@ -375,13 +383,16 @@ def _leftovers(dst: Path, pid: Optional[int]) -> None:
 
 
 class LocalEngine:
-    """At most ``workers`` child processes at a time, one per file."""
+    """At most ``workers`` child processes at a time, each running one file after another
+    (``python -m warpcam.realtime.batch --worker``). A process that dies (a crash, the system's
+    out-of-memory killer) fails the file it was running only; a fresh process takes its place
+    for the files left."""
 
     name = "local"
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._procs: Dict[int, tuple] = {}  # fd -> (Popen, job, buffer)
+        self._procs: Dict[int, dict] = {}  # stdout fd -> {"proc", "job", "buf", "result"}
         self._stopping = False
 
     def run(self, jobs: List[dict], on_progress, on_result) -> None:
@@ -391,69 +402,95 @@ class LocalEngine:
         try:
             while pending or self._procs:
                 while pending and len(self._procs) < self.workers:
-                    job = pending.pop(0)
                     p = subprocess.Popen(
                         [sys.executable, "-m", "warpcam.realtime.batch", "--worker"],
                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                         env=env)
-                    p.stdin.write(json.dumps(job).encode())
-                    p.stdin.close()
-                    self._procs[p.stdout.fileno()] = (p, job, {"buf": b"", "result": None})
-                    on_progress(job["input"], 0)
+                    w = {"proc": p, "job": None, "buf": b"", "result": None}
+                    self._procs[p.stdout.fileno()] = w
+                    self._give(w, pending, on_progress)
                 ready, _, _ = select.select(list(self._procs), [], [], 0.2)
                 for fd in ready:
-                    self._read(fd, on_progress, on_result)
+                    self._read(fd, on_progress, on_result, pending)
         except BaseException:
             self.stop(on_result)
             raise
 
-    def _read(self, fd: int, on_progress, on_result) -> None:
-        p, job, st = self._procs[fd]
+    @staticmethod
+    def _give(w: dict, pending: List[dict], on_progress) -> None:
+        """The next pending job to worker ``w``, or the end of its input when none is left."""
+        p = w["proc"]
+        if not pending:
+            w["job"] = None
+            with contextlib.suppress(OSError):
+                p.stdin.close()
+            return
+        job = pending.pop(0)
+        w["job"], w["result"] = job, None
+        try:
+            p.stdin.write(json.dumps(job).encode() + b"\n")
+            p.stdin.flush()
+        except OSError:  # it died meanwhile: its end of output reports the job as failed
+            pass
+        on_progress(job["input"], 0)
+
+    def _read(self, fd: int, on_progress, on_result, pending: List[dict]) -> None:
+        w = self._procs[fd]
+        p = w["proc"]
         chunk = os.read(fd, 65536)
-        st["buf"] += chunk
-        *lines, st["buf"] = st["buf"].split(b"\n")
+        w["buf"] += chunk
+        *lines, w["buf"] = w["buf"].split(b"\n")
         for line in lines:
+            if w["job"] is None:
+                continue
             if line.startswith(b"P "):
-                on_progress(job["input"], int(line[2:]))
+                on_progress(w["job"]["input"], int(line[2:]))
             elif line.startswith(b"R "):
-                st["result"] = json.loads(line[2:])
+                job, result = w["job"], json.loads(line[2:])
+                w["job"] = None
+                on_result(job, result)
+                if not self._stopping and result.get("status") != "interrupted":
+                    self._give(w, pending, on_progress)
         if chunk:
             return
         code = p.wait()  # end of its stdout: the process is done or dead
         p.stdout.close()
+        with contextlib.suppress(OSError):
+            p.stdin.close()
         del self._procs[fd]
-        result = st["result"]
-        if result is None:  # crashed or killed before it could say anything
+        job = w["job"]
+        if job is not None:  # crashed or killed before it could say how the job ended
             how = (f"killed by {signal.Signals(-code).name}" if code < 0
                    else f"exit status {code}")
             _leftovers(Path(job["output"]), p.pid)
-            result = {"status": "interrupted" if self._stopping else "failed", "frames": 0,
-                      "seconds": 0.0, "error": "warpcam: interrupted" if self._stopping
-                      else f"warpcam: error: the job's process died ({how})"}
-        on_result(job, result)
+            on_result(job, {
+                "status": "interrupted" if self._stopping else "failed", "frames": 0,
+                "seconds": 0.0, "error": "warpcam: interrupted" if self._stopping
+                else f"warpcam: error: the job's process died ({how})"})
 
     def stop(self, on_result) -> None:
         """Stop every running job (SIGTERM: each removes its partial output), wait for them."""
         self._stopping = True
-        for p, _, _ in list(self._procs.values()):
+        for w in list(self._procs.values()):
             with contextlib.suppress(OSError):
-                p.send_signal(signal.SIGTERM)
+                w["proc"].send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         while self._procs and time.monotonic() < deadline:
             ready, _, _ = select.select(list(self._procs), [], [], 0.2)
             for fd in ready:
-                p, job, st = self._procs[fd]
                 try:
-                    self._read(fd, lambda *a: None, on_result)
+                    self._read(fd, lambda *a: None, on_result, [])
                 except (OSError, ValueError):
                     pass
-        for fd, (p, job, _) in list(self._procs.items()):
+        for fd, w in list(self._procs.items()):
+            p, job = w["proc"], w["job"]
             p.kill()
             p.wait()
-            _leftovers(Path(job["output"]), p.pid)
             del self._procs[fd]
-            on_result(job, {"status": "interrupted", "frames": 0, "seconds": 0.0,
-                            "error": "warpcam: interrupted"})
+            if job is not None:
+                _leftovers(Path(job["output"]), p.pid)
+                on_result(job, {"status": "interrupted", "frames": 0, "seconds": 0.0,
+                                "error": "warpcam: interrupted"})
 
 
 class RayEngine:

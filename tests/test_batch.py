@@ -231,3 +231,31 @@ def test_two_inputs_for_one_output_and_bad_analyze_flags_are_refused_before_work
     assert "--plot is not a batch flag" in err
     assert "unrecognized arguments: --gaze-pitch" in err
     assert not out.exists()
+
+
+def test_a_killed_worker_fails_its_file_only_and_a_fresh_one_takes_the_rest(tmp_path):
+    from warpcam.realtime import batch
+
+    src = tmp_path / "in"
+    for k in range(3):
+        trim(VIDEOS / "mead_w009_neutral_256.mp4", src / f"clip{k}.mp4", 30 if k else 60)
+    out = tmp_path / "out"
+    out.mkdir()
+    jobs = [{"input": str(src / f"clip{k}.mp4"), "output": str(out / f"clip{k}.mp4"),
+             "argv": FLAGS, "analyze": False} for k in range(3)]
+    engine = batch.LocalEngine(1)
+    results, killed = {}, []
+
+    def on_progress(name, frames):
+        if name == jobs[0]["input"] and frames > 0 and not killed:  # clip0 half-way: kill it
+            (w,) = engine._procs.values()
+            killed.append(w["proc"].pid)
+            os.kill(w["proc"].pid, signal.SIGKILL)
+
+    engine.run(jobs, on_progress, lambda job, res: results.setdefault(job["input"], res))
+    r = [results[j["input"]] for j in jobs]
+    assert killed and r[0]["status"] == "failed"
+    assert "the job's process died (killed by SIGKILL)" in r[0]["error"]
+    assert not (out / "clip0.mp4").exists() and leftovers(out) == []
+    assert [x["status"] for x in r[1:]] == ["done", "done"]
+    assert [len(decode(out / f"clip{k}.mp4")) for k in (1, 2)] == [30, 30]
