@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from benchmarks import write_json
+from tests.realdata import trim_video as trim
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "videos"
 #: Single-face clips, small first (the default takes the first 6).
@@ -48,25 +49,6 @@ CLIPS = ["mead_w009_neutral_256.mp4", "mead_w009_happy_256.mp4", "glance_smile_b
 FLAGS = ["--gaze-pitch", "10", "--smile", "0.5", "--backend", "cpu"]
 CONFIGS = {"local1": ("local", 1), "local2": ("local", 2), "ray2": ("ray", 2)}
 DEFAULT_JSON = "benchmarks/results/batch.json"
-
-
-def trim(src: Path, dst: Path, frames: int) -> int:
-    """The first ``frames`` frames of ``src`` re-encoded into ``dst`` (H.264); returns the count."""
-    import av
-
-    n = 0
-    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
-        vs = i.streams.video[0]
-        s = o.add_stream("libx264", rate=vs.average_rate or 25)
-        s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
-        for k, f in enumerate(i.decode(vs)):
-            if k >= frames:
-                break
-            o.mux(s.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"),
-                                                      format="bgr24")))
-            n += 1
-        o.mux(s.encode(None))
-    return n
 
 
 def load() -> list:

@@ -49,3 +49,25 @@ def astronaut_bgr() -> np.ndarray:
     from skimage import data
 
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def trim_video(src: Path, dst: Path, frames: int) -> int:
+    """The first ``frames`` frames of the video ``src`` re-encoded into ``dst`` (H.264
+    ``yuv420p`` at the source's frame rate, no audio; its folder is created); returns the
+    frames written."""
+    import av
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        vs = i.streams.video[0]
+        s = o.add_stream("libx264", rate=vs.average_rate or 25)
+        s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
+        for k, f in enumerate(i.decode(vs)):
+            if k >= frames:
+                break
+            o.mux(s.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"),
+                                                      format="bgr24")))
+            n += 1
+        o.mux(s.encode(None))
+    return n

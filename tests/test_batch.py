@@ -16,24 +16,11 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from tests.realdata import trim_video as trim  # noqa: E402
+
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "videos"
 CLIPS = {"a.mp4": "mead_w009_neutral_256.mp4", "sub/b.mp4": "mead_w009_happy_256.mp4"}
 FLAGS = ["--gaze-pitch", "12", "--smile", "0.6", "--backend", "cpu"]
-
-
-def trim(src: Path, dst: Path, frames: int) -> None:
-    """The first ``frames`` frames of ``src`` re-encoded into ``dst`` (H.264, no audio)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
-        vs = i.streams.video[0]
-        s = o.add_stream("libx264", rate=vs.average_rate or 25)
-        s.width, s.height, s.pix_fmt = vs.codec_context.width, vs.codec_context.height, "yuv420p"
-        for k, f in enumerate(i.decode(vs)):
-            if k >= frames:
-                break
-            o.mux(s.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"),
-                                                      format="bgr24")))
-        o.mux(s.encode(None))
 
 
 def decode(path: Path) -> list:
