@@ -283,6 +283,16 @@ def _tps(r2):
 
 
 @njit(**_JIT)
+def _remap_taps(i, step, n):
+    """OpenCV ``remap``'s bilinear taps at map value ``i / step`` (float32, rounded to 1/32
+    pixel), border replicated over ``n`` samples: ``(lo, hi, w_lo, w_hi)``."""
+    q = int(np.rint(np.float32(i) / np.float32(step) * 32.0))
+    lo = q >> 5
+    w1 = np.float32((q & 31) / 32.0)
+    return (min(max(lo, 0), n - 1), min(max(lo + 1, 0), n - 1), np.float32(1.0) - w1, w1)
+
+
+@njit(**_JIT)
 def tps_flow(h, w, sources, displacements, grid_step, smoothing, window):
     """:func:`warpcam.realtime.effects.smile.smile_flow`: the thin-plate spline through
     ``-displacements`` at ``sources + displacements`` (kernel ``r^2 log r``, degree-1
@@ -344,20 +354,9 @@ def tps_flow(h, w, sources, displacements, grid_step, smoothing, window):
             coarse[gi, gj, 0] = v0
             coarse[gi, gj, 1] = v1
     for i in range(h):
-        # OpenCV's remap: the map (i / grid_step as float32) rounded to 1/32 pixel
-        Y = int(np.rint(np.float32(i) / np.float32(grid_step) * 32.0))
-        ay = Y & 31
-        y0 = Y >> 5
-        y0c, y1c = min(max(y0, 0), gh - 1), min(max(y0 + 1, 0), gh - 1)
-        wy1 = np.float32(ay / 32.0)
-        wy0 = np.float32(1.0) - wy1
+        y0c, y1c, wy0, wy1 = _remap_taps(i, grid_step, gh)
         for j in range(w):
-            X = int(np.rint(np.float32(j) / np.float32(grid_step) * 32.0))
-            ax = X & 31
-            x0 = X >> 5
-            x0c, x1c = min(max(x0, 0), gw - 1), min(max(x0 + 1, 0), gw - 1)
-            wx1 = np.float32(ax / 32.0)
-            wx0 = np.float32(1.0) - wx1
+            x0c, x1c, wx0, wx1 = _remap_taps(j, grid_step, gw)
             win = window[i, j]
             for c in range(2):
                 v = (coarse[y0c, x0c, c] * (wy0 * wx0) + coarse[y0c, x1c, c] * (wy0 * wx1)
