@@ -292,7 +292,7 @@ def test_switch_off_and_missing_numba_fall_back(monkeypatch):
     assert jit.load("warpcam.core._jitloops") is None
     assert "switched off" in jit.why_not("warpcam.core._jitloops")
     monkeypatch.setattr(jit, "_enabled", True)
-    assert jit.load("warpcam.no_such_loops") is None
+    assert jit.load("warpcam.no_such_loops", wait=True) is None
     assert "no_such_loops" in jit.why_not("warpcam.no_such_loops")
     code = ("import os, sys; os.environ['WARPCAM_JIT'] = '0'\n"
             "from warpcam.core import jit; import warpcam.realtime.effects.gaze\n"
