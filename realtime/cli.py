@@ -629,6 +629,12 @@ def run_job(args: argparse.Namespace, *, on_frame: Optional[callable] = None,
             live_settings = config_settings(args, effect_settings(args, live_source=True))
             for e in effects:
                 e.settings.set(live_settings[e.name])
+        if not source.is_live:
+            # A file's output must not depend on when the background compile of the numba
+            # loops ends (the reference paths agree only within rounding, and the encoder
+            # spreads such differences): compile first (from numba's cache: about a second).
+            from warpcam.core import jit
+            jit.prepare()
         # mediapipe's imports before the output exists: a signal during them (C extensions
         # that call back into Python) then has nothing to leave behind.
         import mediapipe  # noqa: F401
