@@ -347,6 +347,21 @@ def task_options(gpu: bool) -> dict:
 LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
+@contextlib.contextmanager
+def _keep_signal_handlers():
+    """``ray.init`` installs its own SIGTERM handler in the driver; ours (a stop signal ends the
+    batch cleanly) and the caller's stay in force."""
+    sigs = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    saved = {s: signal.getsignal(s) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            if h is not None:
+                with contextlib.suppress(ValueError, OSError):  # not the main thread
+                    signal.signal(s, h)
+
+
 def start_local_ray(num_cpus: int, num_gpus: Optional[int] = None):
     """Start an in-process Ray instance reachable on 127.0.0.1 only (``--ray local``): a head
     node with ``num_cpus`` CPUs (and ``num_gpus`` GPUs when given; Ray detects them otherwise),
@@ -360,8 +375,10 @@ def start_local_ray(num_cpus: int, num_gpus: Optional[int] = None):
         raise SystemExit("warpcam: error: --ray needs Ray: pip install 'warpcam[ray]'") from None
     ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the line above
     kw = {} if num_gpus is None else {"num_gpus": num_gpus}
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-             _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False, **kw)
+    with _keep_signal_handlers():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False,
+                 **kw)
     return ray
 
 
@@ -448,6 +465,12 @@ class LocalEngine:
             elif line.startswith(b"R "):
                 job, result = w["job"], json.loads(line[2:])
                 w["job"] = None
+                if self._stopping and result.get("status") == "failed":
+                    # ended while we stopped it (a stop signal that reached it inside native
+                    # code can surface as an I/O error): the stop, not the file, ended it
+                    _leftovers(Path(job["output"]), p.pid)
+                    result = dict(result, status="interrupted", error="warpcam: interrupted "
+                                  f"({result.get('error') or 'stopped'})")
                 on_result(job, result)
                 if not self._stopping and result.get("status") != "interrupted":
                     self._give(w, pending, on_progress)
@@ -512,7 +535,8 @@ class RayEngine:
             if self.address == "local":
                 start_local_ray(self.workers * THREADS_PER_JOB)
             else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                with _keep_signal_handlers():
+                    ray.init(address=self.address, log_to_driver=False, configure_logging=False)
             self._started = True
         return ray
 

@@ -156,7 +156,7 @@ def test_ctrl_c_keeps_finished_files_leaves_no_partial_one_and_rerun_finishes(tm
     assert b"interrupted" in err
     rep = report(out)
     assert rep["clip0.mp4"]["status"] == "done"
-    assert rep["clip1.mp4"]["status"] == "interrupted"
+    assert rep["clip1.mp4"]["status"] == "interrupted", rep["clip1.mp4"]
     assert rep["clip2.mp4"]["status"] == "not started"
     assert (out / "clip0.mp4").exists()
     assert not (out / "clip1.mp4").exists() and not (out / "clip2.mp4").exists()

@@ -12,9 +12,11 @@ imports numba, and no frame waits for it: the first :func:`load` of a loop modul
 background thread that imports it and compiles its loops (its ``warm_up()``), and returns
 ``None`` until that is done, so the first frames run the reference paths (the same output to
 float rounding). Compiling takes 10-50 s on this 2-core machine the first time; numba's on-disk
-cache (``cache=True``, in ``__pycache__`` beside the module or numba's user cache directory)
-brings later starts to about a second. :func:`prepare` ``(wait=True)`` compiles up front (tests
-and benchmarks).
+cache (``cache=True``) brings later starts to about a second. The cache lives in the user's
+cache folder (``$XDG_CACHE_HOME/warpcam/numba``, ``~/.cache/warpcam/numba``, or
+``%LOCALAPPDATA%\\warpcam\\numba`` on Windows; ``NUMBA_CACHE_DIR`` set by the user wins), never
+beside the installed package: a job writes nothing outside its output and the user's folders.
+:func:`prepare` ``(wait=True)`` compiles up front (tests and benchmarks).
 """
 from __future__ import annotations
 
@@ -48,7 +50,20 @@ def set_enabled(on: bool) -> None:
     _enabled = bool(on)
 
 
+def cache_dir() -> str:
+    """numba's on-disk cache folder for warpcam's loops (module docstring)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        base = os.environ["LOCALAPPDATA"]
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "warpcam", "numba")
+
+
 def _build(module: str) -> None:
+    # numba reads NUMBA_CACHE_DIR when it is first imported, which is below
+    os.environ.setdefault("NUMBA_CACHE_DIR", cache_dir())
     t0 = time.perf_counter()
     try:
         mod = importlib.import_module(module)
