@@ -62,10 +62,12 @@ def cache_dir() -> str:
 
 
 def _build(module: str) -> None:
-    # numba reads NUMBA_CACHE_DIR when it is first imported, which is below
-    os.environ.setdefault("NUMBA_CACHE_DIR", cache_dir())
     t0 = time.perf_counter()
     try:
+        from numba.core import config as numba_config  # not os.environ: children inherit it
+
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            numba_config.CACHE_DIR = cache_dir()
         mod = importlib.import_module(module)
         warm = getattr(mod, "warm_up", None)
         if warm is not None:
