@@ -162,6 +162,35 @@ def au_eval(model, data, limit: int) -> dict:
     return res
 
 
+def write_hints(root) -> Path:
+    """``ROOT/smile_hints.npz`` for training with ``--hint``: per face of a built data set
+    (``--landmarks``), the landmark smile's flow in its 64-px aligned crop
+    (:func:`warpcam.realtime.effects.smile_model.landmark_hint`) at its training delta
+    ``1 - 2 smile``, float16 ``(N, 2, 64, 64)``, with the face ids (no pickles)."""
+    from warpcam.core.geometry import invert_affine
+    from warpcam.realtime.effects.smile_model import landmark_hint
+    from warpcam.training.data import align
+    from warpcam.training.data.index import read_index
+    root = Path(root)
+    rows = [r for r in read_index(root) if r.get("found") == "1" and r.get("face_64")
+            and r.get("smile", "") != ""]
+    ids, hints = [], np.zeros((len(rows), 2, 64, 64), np.float16)
+    t0 = time.time()
+    for i, r in enumerate(rows):
+        if not r.get("landmarks"):
+            raise SystemExit(f"{root}: built without --landmarks")
+        lms = np.load(root / r["landmarks"], allow_pickle=False)
+        m = align.similarity_fit(align.face_points(lms), align.template_points(64))
+        d = 1.0 - 2.0 * float(float(r["smile"]) > 0.5)
+        hints[i] = landmark_hint(lms, invert_affine(m), d).transpose(2, 0, 1)
+        ids.append(r["id"])
+    out = root / "smile_hints.npz"
+    np.savez(out, ids=np.array(ids), hint=hints)
+    print(f"wrote {out}: {len(ids)} hints in {time.time() - t0:.0f} s, |hint| max "
+          f"{float(np.abs(hints).max()):.2f} px, mean {float(np.abs(hints).mean()):.3f}")
+    return out
+
+
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "videos"
 
 
@@ -263,7 +292,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--sheets", metavar="PREFIX",
                     help="write PREFIX_astronaut.png and PREFIX_faces.png (real faces from "
                          "../shared/data/real/images/smile_pairs) and stop")
+    ap.add_argument("--write-hints", metavar="DATA",
+                    help="write DATA/smile_hints.npz (training with --hint) and stop")
     a = ap.parse_args(argv)
+    if a.write_hints:
+        write_hints(a.write_hints)
+        return {}
     from warpcam.realtime.effects.smile_model import load_smile_model
     model = load_smile_model(a.model, device="cpu", threads=a.threads)
     if a.sheets:

@@ -152,3 +152,61 @@ def test_cli_smile_model(tmp_path, capsys):
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and "smile model" in capsys.readouterr().err
+
+
+def test_landmark_hint_is_the_landmark_smile_in_the_aligned_crop(astronaut, astronaut_face):
+    """The hint (and the combination) is the landmark smile's own flow, resampled into the
+    aligned crop: warping the frame with it through the crop gives the landmark smile's output
+    inside the mouth; +1 lifts the corners, -1 lowers them."""
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.core.types import WarpJob
+    from warpcam.realtime.effects.smile_model import landmark_hint
+    A = aligned_affine(astronaut_face.landmarks)
+    up = landmark_hint(astronaut_face.landmarks, A, 1.0)
+    dn = landmark_hint(astronaut_face.landmarks, A, -1.0)
+    assert up.shape == (CROP, CROP, 2) and up.dtype == np.float32
+    assert np.abs(up[: int(0.45 * CROP)]).max() == 0  # nothing above the mouth ROI
+    assert 0.5 < np.abs(up).max() < 6
+    # corners at the template's mouth height +- a quarter of the crop: backward flow samples
+    # from below where the corners rise (+1) and from above where they fall (-1)
+    band = (slice(40, 50), np.r_[14:24, 40:50])
+    assert up[band][..., 1].mean() > 0.2 and dn[band][..., 1].mean() < -0.2
+    comp = CpuCompositor()
+    ref = comp.composite(astronaut, SmileEffect(SmileSettings(strength=1.0), cache=False).jobs(
+        astronaut, [astronaut_face]))
+    got = comp.composite(astronaut, [WarpJob(crop_to_frame=A, flow=up,
+                                             alpha=np.ones((CROP, CROP), np.float32),
+                                             kind="face")])
+    changed = np.abs(ref.astype(int) - astronaut.astype(int)).max(axis=2) > 8
+    assert changed.sum() > 50
+    err = np.abs(got.astype(int) - ref.astype(int)).max(axis=2)[changed]
+    assert np.median(err) <= 4  # the same warp, sampled through a 64-px field
+
+
+class FakeHintModel(FakeModel):
+    hint = True
+
+    def __call__(self, crops, delta, anchors=None, hint=None):
+        assert hint is not None and np.asarray(hint).shape == (len(crops), CROP, CROP, 2)
+        self.hints = np.asarray(hint).copy()
+        flow, w, pal = super().__call__(crops, delta, anchors)
+        return flow + hint, w, pal
+
+
+def test_hint_model_and_combination(astronaut, astronaut_face):
+    from warpcam.realtime.effects.smile_model import landmark_hint
+    A = aligned_affine(astronaut_face.landmarks)
+    m = FakeHintModel()
+    eff = _effect(-1.0, m)
+    for _ in range(8):
+        j = eff.jobs(astronaut, [astronaut_face])[0]
+    np.testing.assert_allclose(m.hints[0], landmark_hint(astronaut_face.landmarks, A, -1.0),
+                               atol=1e-6)
+    plain = _effect(-1.0, FakeModel())
+    mixed = ModelSmileEffect(SmileSettings(strength=-1.0), FakeModel(), landmark_mix=0.5)
+    for _ in range(8):
+        jp = plain.jobs(astronaut, [astronaut_face])[0]
+        jm = mixed.jobs(astronaut, [astronaut_face])[0]
+    np.testing.assert_allclose(jm.flow - jp.flow, 0.5 * m.hints[0] * eff.window[..., None],
+                               atol=1e-5)
+    np.testing.assert_allclose(j.flow - jp.flow, m.hints[0] * eff.window[..., None], atol=1e-5)

@@ -215,3 +215,136 @@ def test_lower_face_option_confines_the_edit():
     assert flow[:, :, 40:].abs().max() > 0 and w[:, :, 40:].min() > 0
     # the mask is a non-persistent buffer: checkpoints of either setting load
     M.Transformer(M.SmileNetConfig(t_widths=(4, 6, 6, 6))).load_state_dict(t.state_dict())
+
+
+def test_hint_option_channels_gradients_and_flip(tmp_path):
+    """Beyond the seed: the landmark smile's flow as a 2-channel hint at every scale; the data
+    set mirrors it with the image (x component negated)."""
+    torch.manual_seed(0)
+    cfg = M.SmileNetConfig(t_widths=(4, 6, 6, 6), d_widths=(4, 8, 8, 8, 8, 8), hint=True)
+    net = M.SmileGAN(cfg)
+    for s, base in ((net.T.s16, 3), (net.T.s32, 11), (net.T.s64, 11)):
+        assert s.blocks[0].conv.in_channels == base + 2 + cfg.delta_vec
+    x, y = _batch()
+    with pytest.raises(ValueError, match="hint"):
+        net.T(x, torch.ones(8, 1))
+    h = torch.zeros(8, 2, 64, 64)
+    h[:, 1, 40:52, 16:48] = 2.0
+    g = M.routed_grads(net, M.losses(net, x, y, hint=h))
+    for s, base in ((net.T.s16, 3), (net.T.s64, 11)):
+        assert g[s.blocks[0].conv.weight][:, base:base + 2].abs().sum() > 0  # the hint is used
+    a = net.T(x, torch.ones(8, 1), hint=h)["flow"]
+    b = net.T(x, torch.ones(8, 1), hint=torch.zeros_like(h))["flow"]
+    assert (a - b).abs().max() > 0
+    # the data set: hints by face id, mirrored with the image
+    root = _tiny_dataset(tmp_path)
+    rows = SmileFaces(root, None)
+    hint = np.zeros((len(rows), 2, 64, 64), np.float16)
+    hint[:, 0, 30:40, 10:20] = 1.5
+    hint[:, 1, 30:40, 10:20] = -0.5
+    np.savez(root / "smile_hints.npz", ids=np.array(rows.ids[::-1]), hint=hint[::-1])
+    d = SmileFaces(root, "train", hints=True)
+    x, y, an, hh = d.batch(torch.arange(2), flip=torch.tensor([True, False]), with_hint=True)
+    assert hh.shape == (2, 2, 64, 64)
+    assert hh[1, 0, 35, 15] == 1.5 and hh[1, 1, 35, 15] == -0.5
+    assert hh[0, 0, 35, 63 - 15] == -1.5 and hh[0, 1, 35, 63 - 15] == -0.5
+    assert hh[0, :, 35, 15].abs().sum() == 0
+    np.savez(root / "smile_hints.npz", ids=np.array(rows.ids[:3]), hint=hint[:3])
+    with pytest.raises(SystemExit, match="no hint"):
+        SmileFaces(root, "train", hints=True)
+
+
+def test_attr_margin_and_reconstruction_term():
+    """A-on-fake with a margin is the seed's BCE while A is unsure, and gives T nothing from
+    a face A already puts beyond the margin; ``rec_l1`` is the mean absolute change and
+    reaches T only."""
+    torch.manual_seed(0)
+    net = M.SmileGAN(TINY)
+    x, y = _batch()
+    torch.manual_seed(1)
+    plain = M.losses(net, x, y)
+    torch.manual_seed(1)
+    big = M.losses(net, x, y, attr_margin=100.0)
+    torch.testing.assert_close(plain["a_fake"], big["a_fake"])
+    torch.manual_seed(1)
+    zero = M.losses(net, x, y, attr_margin=-100.0)  # every face beyond the margin
+    gz = M.routed_grads(net, zero, only=("a_fake",))
+    assert all(g.abs().sum() == 0 for g in gz.values())
+    torch.testing.assert_close(plain["rec_l1"], (plain["fake"] - x).abs().mean())
+    g = M.routed_grads(net, plain, only=("rec_l1",), rec_l1=1.0)
+    assert g and not any(p in g for p in _params(net.C))
+    assert g[net.T.s64.top.weight].abs().sum() > 0
+
+
+def test_hint_model_export_and_init_from_a_program(tmp_path):
+    """A hint model's program takes (img, delta, hint) and equals the module; a hint model
+    started from a hint-free program (``--init-t``) gives that program's output (new hint
+    inputs at 0)."""
+    from warpcam.training.smile import export as E
+    from warpcam.training.smile.train import init_t_from_program
+    from warpcam.realtime.effects.smile_model import load_smile_model
+    torch.manual_seed(0)
+    plain = M.SmileGAN(M.SmileNetConfig(t_widths=(4, 6, 6, 6), d_widths=(4, 8, 8, 8, 8, 8)))
+    for p in plain.T.parameters():  # not the init (top convs start near 0)
+        p.data.add_(0.05 * torch.randn_like(p))
+    ck = dict(step=1, epoch=0, extra={}, args={})
+    p0 = E.export(plain, E.metadata(plain.cfg, ck), tmp_path / "plain.pt2")
+    hcfg = M.SmileNetConfig(t_widths=(4, 6, 6, 6), d_widths=(4, 8, 8, 8, 8, 8), hint=True)
+    hnet = M.SmileGAN(hcfg)
+    assert init_t_from_program(hnet.T, p0) == len(plain.T.state_dict())
+    x, _ = _batch(3)
+    d = torch.tensor([[1.0], [-1.0], [1.0]])
+    h = torch.randn(3, 2, 64, 64)
+    with torch.no_grad():
+        ref = plain.T.eval().heads(x, d)
+        got = hnet.T.eval().heads(x, d, hint=h)
+    for r, o in zip(ref, got):
+        torch.testing.assert_close(r, o)
+    for p in hnet.T.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    out = E.export(hnet, E.metadata(hcfg, ck), tmp_path / "hint.pt2")
+    m = load_smile_model(out, device="cpu", threads=None)
+    assert m.hint and json_meta(tmp_path / "hint.json")["config"]["hint"] is True
+    flow, w, pal = m(x.numpy(), d[:, 0].numpy(), None, h.permute(0, 2, 3, 1).numpy())
+    with torch.no_grad():
+        rf, rw, rp = hnet.T.heads(x, d, hint=h)
+    np.testing.assert_allclose(flow, rf.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(w, rw[:, 0].numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="hint"):
+        m(x.numpy(), d[:, 0].numpy())
+
+
+def json_meta(p):
+    import json
+    return json.loads(p.read_text())
+
+
+def test_builder_landmarks_and_the_hints_file(tmp_path, astronaut, astronaut_face):
+    """``build --landmarks`` keeps every face's 478 landmarks (input pixels) beside the crops;
+    ``benchmarks.smile_model --write-hints`` turns them into the hint of the face's training
+    delta, the same field the live effect computes from the tracked face."""
+    from benchmarks.smile_model import write_hints
+    from warpcam.realtime.effects.smile_model import aligned_affine, landmark_hint
+    from warpcam.training.data import build
+    from warpcam.training.data.index import read_index
+    src = tmp_path / "src"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), astronaut)
+    with open(src / "labels.csv", "w") as f:
+        f.write("image,smile\na.png,1\n")
+    out = tmp_path / "data"
+    build.build(out, [("s", src)], [], sizes=(64,), mouth=False, estimator=False, val=0,
+                test=0, progress=False, landmarks=True)
+    (row,) = read_index(out)
+    lms = np.load(out / row["landmarks"], allow_pickle=False)
+    assert lms.shape == (478, 2) and lms.dtype == np.float32
+    np.testing.assert_allclose(lms, astronaut_face.landmarks, atol=3.0)  # another tracking run
+    from warpcam.training.data import align
+    fp = align.face_points(lms)
+    np.testing.assert_allclose([float(row["mouth_x"]), float(row["mouth_y"])], fp[2], atol=0.006)  # CSV: 2 decimals
+    write_hints(out)
+    d = SmileFaces(out, None, hints=True)
+    h = d.hints[0].float().permute(1, 2, 0).numpy()
+    ref = landmark_hint(lms, aligned_affine(lms), -1.0)  # smiling: the hint of delta -1
+    np.testing.assert_allclose(h, ref, atol=2e-3)  # float16
+    assert h[..., 1].min() < -0.3

@@ -73,6 +73,34 @@ def aligned_affine(landmarks: np.ndarray, size: int = CROP) -> np.ndarray:
     return invert_affine(similarity_fit(face_points(landmarks), tmpl))
 
 
+def landmark_hint(landmarks: np.ndarray, A: np.ndarray, strength: float) -> np.ndarray:
+    """The landmark smile's flow (:class:`~warpcam.realtime.effects.smile.SmileEffect` at
+    ``strength``, yaw fade off) resampled into the aligned crop ``A`` (``crop_to_frame``):
+    ``(64, 64, 2)`` float32 backward warp in crop pixels (x, y), 0 outside its mouth ROI. The
+    DeepWarp smile's hint channel (``config.hint``) and its combination with the landmark
+    smile."""
+    import cv2
+    from warpcam.realtime.effects.smile import SmileEffect, SmileSettings
+    lms = np.asarray(landmarks, np.float32)[:, :2]
+    face = Face(track_id=-1, landmarks=lms, landmarks_raw=lms, z=np.zeros(len(lms), np.float32))
+    jobs = SmileEffect(SmileSettings(strength=float(np.clip(strength, -1, 1))),
+                       cache=False).jobs(None, [face])
+    out = np.zeros((CROP, CROP, 2), np.float32)
+    if not jobs:
+        return out
+    job = jobs[0]
+    Am = np.asarray(job.crop_to_frame, np.float64)
+    g = np.mgrid[0:CROP, 0:CROP].astype(np.float64)  # (y, x)
+    q = np.stack([g[1].ravel(), g[0].ravel(), np.ones(CROP * CROP)], 1)
+    P = q @ np.asarray(A, np.float64).T  # frame points of the crop pixels
+    inv = invert_affine(Am)
+    m = (P @ inv[:, :2].T + inv[:, 2]).astype(np.float32).reshape(CROP, CROP, 2)
+    fm = cv2.remap(np.ascontiguousarray(job.flow, np.float32), m[..., 0], m[..., 1],
+                   cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    M = invert_affine(np.asarray(A, np.float64))[:, :2] @ Am[:, :2]
+    return (fm.reshape(-1, 2) @ M.T).reshape(CROP, CROP, 2).astype(np.float32)
+
+
 def crop_anchors(landmarks: np.ndarray, A: np.ndarray) -> np.ndarray:
     """The 4 anchors (eye centres, mouth centre, nose tip) in crop pixels of ``A``."""
     p = np.vstack([face_points(landmarks), np.asarray(landmarks, np.float64)[lm.NOSE_TIP, :2]])
@@ -89,13 +117,20 @@ class SmileModel:
         self.meta = runtime.meta.to_dict()
         self.path, self.backend = runtime.path, runtime.backend
         self.anchors = int(runtime.config.get("anchors", 0) or 0)
+        self.hint = bool(runtime.config.get("hint", False))
 
-    def __call__(self, crops, delta, anchors=None):
+    def __call__(self, crops, delta, anchors=None, hint=None):
+        """``hint``: ``(N, 64, 64, 2)`` (:func:`landmark_hint`), for a model with
+        ``config.hint``."""
         args = [crops, np.asarray(delta, np.float32).reshape(-1, 1)]
         if self.anchors:
             if anchors is None:
                 raise ValueError(f"this smile model needs anchors (N, {self.anchors}, 2)")
             args.append(anchors)
+        if self.hint:
+            if hint is None:
+                raise ValueError("this smile model needs the landmark hint (N, 64, 64, 2)")
+            args.append(np.ascontiguousarray(np.asarray(hint, np.float32).transpose(0, 3, 1, 2)))
         flow, wts, palette = self.runtime(*args)[:3]
         return flow.transpose(0, 2, 3, 1), wts[:, 0], palette
 
@@ -121,7 +156,8 @@ def load_smile_model(path=None, device: str = "auto", threads: Optional[int] = 1
     try:
         flow, wts, pal = model(np.full((2, 3, CROP, CROP), 0.5, np.float32), np.ones(2),
                                np.full((2, model.anchors, 2), 32.0, np.float32)
-                               if model.anchors else None)
+                               if model.anchors else None,
+                               np.zeros((2, CROP, CROP, 2), np.float32) if model.hint else None)
     except Exception as exc:
         raise SmileModelError(f"{path}: the program fails on a test input "
                               f"({type(exc).__name__}: {str(exc)[:120]})") from None
@@ -146,12 +182,15 @@ class ModelSmileEffect(Effect):
         edge_margin: feather width, fraction of each crop side.
         still_px: dead band of the crop affine, crop pixels at the crop's corners.
         follow: per-frame smoothing factor of the affine (beyond the dead band) and the delta.
+        landmark_mix: add this share of the landmark smile's flow (:func:`landmark_hint`) to
+            the network's (0: the network alone; measured in ``benchmarks/smile_model.py``).
     """
 
     name = "smile"
 
     def __init__(self, settings, model, edge_margin: float = 0.14, still_px: float = 0.35,
-                 follow: float = 0.5, yaw_full: float = 20.0, yaw_none: float = 35.0):
+                 follow: float = 0.5, yaw_full: float = 20.0, yaw_none: float = 35.0,
+                 landmark_mix: float = 0.0):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
@@ -161,6 +200,7 @@ class ModelSmileEffect(Effect):
         self.yaw_full, self.yaw_none = yaw_full, yaw_none
         self.tracks: dict = {}
         self.calls = 0
+        self.landmark_mix = float(landmark_mix)
         c = np.array([[0, 0, 1], [CROP - 1, 0, 1], [0, CROP - 1, 1], [CROP - 1, CROP - 1, 1]],
                      np.float64)
         self._corners = c
@@ -219,8 +259,16 @@ class ModelSmileEffect(Effect):
             batch = crops.tensor(affs, (CROP, CROP), 0.0, 1.0)
             anchors = (np.stack([crop_anchors(f.landmarks, tr.A) for tr, f, _, _ in todo])
                        if getattr(self.model, "anchors", 0) else None)
-            flow, wts, pal = self.model(batch, np.array([s for _, _, s, _ in todo], np.float32),
-                                        anchors)
+            want_hint = getattr(self.model, "hint", False) or self.landmark_mix
+            hints = (np.stack([landmark_hint(f.landmarks, tr.A, s) for tr, f, s, _ in todo])
+                     if want_hint else None)
+            signs = np.array([s for _, _, s, _ in todo], np.float32)
+            if getattr(self.model, "hint", False):
+                flow, wts, pal = self.model(batch, signs, anchors, hints)
+            else:
+                flow, wts, pal = self.model(batch, signs, anchors)
+            if self.landmark_mix:
+                flow = flow + self.landmark_mix * hints
             self.calls += 1
             colour = (np.asarray(pal)[::-1] * 255.0).astype(np.float32)  # RGB [0,1] -> BGR
             for j, (tr, _, _, fkey) in enumerate(todo):

@@ -137,10 +137,12 @@ class Builder:
 
     def __init__(self, out, sizes: Sequence[int] = align.FACE_SIZES, mouth: bool = True,
                  seed: int = 0, val: float = 0.1, test: float = 0.1, estimator: bool = True,
-                 openface=(), au_pickles=(), max_faces: int = 1, progress: bool = True):
+                 openface=(), au_pickles=(), max_faces: int = 1, progress: bool = True,
+                 landmarks: bool = False):
         self.out = Path(out)
         self.sizes = tuple(sizes)
         self.mouth = mouth
+        self.landmarks = landmarks
         self.seed, self.val, self.test = seed, val, test
         self.max_faces = max_faces
         self.progress = progress
@@ -202,6 +204,15 @@ class Builder:
             row["mouth_clamped"] = int(clamped)
         fp = align.to_input(align.face_points(pts), scale, pad)
         nose = align.to_input(pts[lm.NOSE_TIP][None], scale, pad)[0]
+        if self.landmarks:  # all 478 (x, y) in the input's pixels, float32 .npy (no pickle)
+            rel = f"{_safe(base['set'])}/landmarks/{file_stem}.npy"
+            p = self.out / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            np.save(p, align.to_input(pts[:, :2], scale, pad).astype(np.float32),
+                    allow_pickle=False)
+            row["landmarks"] = rel
+            if "landmarks" not in self.extra_columns:
+                self.extra_columns.append("landmarks")
         row.update(eye_r_x=fp[0, 0], eye_r_y=fp[0, 1], eye_l_x=fp[1, 0], eye_l_y=fp[1, 1],
                    mouth_x=fp[2, 0], mouth_y=fp[2, 1], nose_x=nose[0], nose_y=nose[1],
                    align_rms=align.align_residual(pts), yaw=face.yaw, pitch=face.pitch,
@@ -409,7 +420,7 @@ def build(out, images: Sequence = (), videos: Sequence = (), *, sizes=align.FACE
           test: float = 0.1, openface=(), au_pickles=(), estimator: bool = True,
           max_faces: int = 1, every: int = 1, max_frames: Optional[int] = None,
           video_set: str = "videos", min_au_diff: float = 1.0, pairs_per_group: int = 50,
-          contact_sheet=None, progress: bool = True, argv=None) -> dict:
+          contact_sheet=None, progress: bool = True, argv=None, landmarks: bool = False) -> dict:
     """Build the data set into ``out`` (module docstring); returns the manifest.
 
     Args:
@@ -422,7 +433,7 @@ def build(out, images: Sequence = (), videos: Sequence = (), *, sizes=align.FACE
     t0 = time.time()
     b = Builder(out, sizes=sizes, mouth=mouth, seed=seed, val=val, test=test,
                 estimator=estimator, openface=openface, au_pickles=au_pickles,
-                max_faces=max_faces, progress=progress)
+                max_faces=max_faces, progress=progress, landmarks=landmarks)
     sets = []
     for item in images:
         name, folder = item if isinstance(item, tuple) else (None, item)
@@ -528,6 +539,9 @@ def main(argv=None) -> int:
     ap.add_argument("--allow-in-repo", action="store_true",
                     help="allow --out inside a git work tree")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--landmarks", action="store_true",
+                    help="also write each face's 478 landmarks (input pixels) as "
+                         "SET/landmarks/ID.npy (column 'landmarks')")
     a = ap.parse_args(argv)
     images = []
     for s in a.images:
@@ -555,7 +569,7 @@ def main(argv=None) -> int:
                   au_pickles=a.au_pickle, estimator=not a.no_estimator, max_faces=a.max_faces,
                   every=a.every, max_frames=a.max_frames, video_set=a.video_set,
                   min_au_diff=a.min_au_diff, pairs_per_group=a.pairs_per_group,
-                  contact_sheet=a.contact_sheet, progress=not a.quiet,
+                  contact_sheet=a.contact_sheet, progress=not a.quiet, landmarks=a.landmarks,
                   argv=sys.argv if argv is None else ["build", *argv])
     except (FileNotFoundError, ValueError, OSError, pickle.UnpicklingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -42,12 +42,31 @@ def frame_anchors(landmarks: np.ndarray, size: int = 64) -> np.ndarray:
     return (p @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
+HINTS_FILE = "smile_hints.npz"
+
+
+def load_hints(root, ids) -> torch.Tensor:
+    """The landmark-smile hints of ``ids`` (``(N, 2, 64, 64)`` float16, crop pixels, each at
+    its face's training delta ``1 - 2 smile``) from ``ROOT/smile_hints.npz`` (arrays ``ids``
+    and ``hint``, no pickles), written by ``python -m benchmarks.smile_model --write-hints
+    ROOT`` (the landmark smile is run-time code, which ``training/`` does not import)."""
+    p = Path(root) / HINTS_FILE
+    if not p.exists():
+        raise SystemExit(f"{p}: no hints (python -m benchmarks.smile_model --write-hints {root})")
+    with np.load(p, allow_pickle=False) as z:
+        pos = {k: i for i, k in enumerate(z["ids"].tolist())}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise SystemExit(f"{p}: no hint for {len(missing)} faces (e.g. {missing[0]})")
+        return torch.from_numpy(z["hint"][[pos[i] for i in ids]])
+
+
 class SmileFaces:
     """``images`` uint8 ``(N, 3, 64, 64)`` RGB, ``labels`` float32 ``(N,)`` in {0, 1},
     ``anchors`` float32 ``(N, 4, 2)``, ``ids``, ``sets`` of the selected rows."""
 
     def __init__(self, root, split: Optional[str] = "train", sets: Optional[Sequence[str]] = None,
-                 limit: Optional[int] = None):
+                 limit: Optional[int] = None, hints: bool = False):
         self.root = Path(root)
         rows = [r for r in read_index(self.root)
                 if r.get("found") == "1" and r.get("face_64") and r.get("smile", "") != ""
@@ -68,23 +87,30 @@ class SmileFaces:
         self.anchors = torch.from_numpy(np.stack([row_anchors(r) for r in rows]))
         self.ids = [r["id"] for r in rows]
         self.sets = [r["set"] for r in rows]
+        self.hints = load_hints(self.root, self.ids) if hints else None
 
     def __len__(self):
         return len(self.labels)
 
-    def batch(self, idx, flip: Optional[torch.Tensor] = None) -> tuple:
-        """``(images float [0, 1], labels, anchors)`` of ``idx``; ``flip`` (bool per item)
-        mirrors left-right (anchors mirrored and the two eyes swapped)."""
+    def batch(self, idx, flip: Optional[torch.Tensor] = None, with_hint: bool = False) -> tuple:
+        """``(images float [0, 1], labels, anchors)`` of ``idx`` (and the hints, ``(N, 2, 64,
+        64)`` float, with ``with_hint``); ``flip`` (bool per item) mirrors left-right (anchors
+        mirrored and the two eyes swapped; the hint mirrored with its x component negated)."""
         x = self.images[idx].float().div_(255.0)
         y = self.labels[idx]
         a = self.anchors[idx].clone()
+        h = self.hints[idx].float() if with_hint else None
         if flip is not None and bool(flip.any()):
             x[flip] = x[flip].flip(-1)
             af = a[flip]
             af[..., 0] = 63.0 - af[..., 0]
             af = af[:, [1, 0, 2, 3]]
             a[flip] = af
-        return x, y, a
+            if h is not None:
+                hf = h[flip].flip(-1)
+                hf[:, 0] = -hf[:, 0]
+                h[flip] = hf
+        return (x, y, a, h) if with_hint else (x, y, a)
 
     def mean_image(self) -> torch.Tensor:
         return self.images.float().mean(0, keepdim=True).div_(255.0)

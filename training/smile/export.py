@@ -5,7 +5,7 @@ metadata.
         --out models/smile_deepwarp.pt2
 
 The program is :class:`warpcam.training.smile.model.SmileInference`: ``(img (N, 3, 64, 64) RGB
-[0, 1], delta (N, 1)[, anchors (N, 4, 2)]) -> (flow (N, 2, 64, 64) crop pixels (x, y),
+[0, 1], delta (N, 1)[, anchors (N, 4, 2)][, hint (N, 2, 64, 64)]) -> (flow (N, 2, 64, 64) crop pixels (x, y),
 lcm_weight (N, 1, 64, 64), palette (3,) RGB [0, 1])``, dynamic batch 1..64, batch norm in eval
 mode (running statistics), the training mean image ``mu`` inside. Metadata
 (:class:`warpcam.core.artifact.ArtifactMeta`, embedded and in ``OUT.json``): ``roi = "face"``,
@@ -67,7 +67,7 @@ def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "") -> dict:
             commit=extra.get("commit", "unknown"), seed=args.get("seed"),
             exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             minutes=round(float(mins), 1) if mins is not None else None, notes=notes),
-        extra=dict(terms=TERMS, anchors=cfg.anchors))
+        extra=dict(terms=TERMS, anchors=cfg.anchors, hint=bool(cfg.hint)))
     return meta.to_dict()
 
 
@@ -85,6 +85,9 @@ def export(net: SmileGAN, meta: dict, out) -> Path:
     shapes = [{0: batch}, {0: batch}]
     if t.cfg.anchors:
         args.append(torch.rand(n, t.cfg.anchors, 2) * 60)
+        shapes.append({0: batch})
+    if t.cfg.hint:
+        args.append(torch.randn(n, 2, SIZE, SIZE))
         shapes.append({0: batch})
     with torch.no_grad():
         ep = torch.export.export(inf, tuple(args), dynamic_shapes=tuple(shapes))

@@ -63,6 +63,10 @@ class SmileNetConfig:
     #: beyond the seed: confine flow and LCM to the lower face (rows below ``lower_face`` of
     #: the crop side, smoothstep over 0.1 of it; 0 = off). 0.45 starts below the eyes (0.38).
     lower_face: float = 0.0
+    #: beyond the seed: a 2-channel hint, the landmark smile's flow at ``sign(delta)`` in crop
+    #: pixels (``(N, 2, 64, 64)``, backward warp (x, y)), added to every scale's input
+    #: (average-pooled to the scale, divided by 4).
+    hint: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -161,7 +165,7 @@ class Transformer(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-        extra = 2 * cfg.anchors + (2 if cfg.location else 0)
+        extra = 2 * cfg.anchors + (2 if cfg.location else 0) + (2 if cfg.hint else 0)
         self.s16 = ScaleNet(3 + extra, e, cfg.t_widths, 8)
         self.s32 = ScaleNet(3 + 8 + extra, e, cfg.t_widths, 8)
         self.s64 = ScaleNet(3 + 8 + extra, e, cfg.t_widths, 4)
@@ -176,7 +180,7 @@ class Transformer(nn.Module):
             m = torch.ones(1, 1, SIZE, SIZE)
         self.register_buffer("region", m.contiguous(), persistent=False)
 
-    def _extra(self, n, size, anchors, ref):
+    def _extra(self, n, size, anchors, hint, ref):
         parts = []
         if self.cfg.anchors:
             if anchors is None:
@@ -184,22 +188,30 @@ class Transformer(nn.Module):
             parts.append(anchor_maps(anchors.to(ref.dtype), size))
         if self.cfg.location:
             parts.append(location_maps(n, size, ref.dtype, ref.device))
+        if self.cfg.hint:
+            if hint is None:
+                raise ValueError(f"this model takes a hint (N, 2, {SIZE}, {SIZE})")
+            h = hint.to(ref.dtype)
+            if size != SIZE:
+                h = F.avg_pool2d(h, SIZE // size)
+            parts.append(h * 0.25)
         return parts
 
-    def heads(self, img: torch.Tensor, delta: torch.Tensor, anchors=None) -> tuple:
+    def heads(self, img: torch.Tensor, delta: torch.Tensor, anchors=None, hint=None) -> tuple:
         """``(flow px (N, 2, 64, 64), lcm_weight (N, 1, 64, 64), palette (3,))``."""
         n = img.shape[0]
         e = self.embed(delta.reshape(n, 1).to(img.dtype))
         x = img - self.mu
         x16 = F.avg_pool2d(x, 4)
-        o = torch.tanh(self.s16(torch.cat([x16] + self._extra(n, 16, anchors, x), 1), e))
+        o = torch.tanh(self.s16(torch.cat([x16] + self._extra(n, 16, anchors, hint, x), 1), e))
         o = F.avg_pool2d(F.interpolate(o, scale_factor=2.0, mode="nearest"), 3, 1, 1,
                          count_include_pad=False)
         x32 = F.avg_pool2d(x, 2)
-        o = torch.tanh(self.s32(torch.cat([x32, o] + self._extra(n, 32, anchors, x), 1), e))
+        o = torch.tanh(self.s32(torch.cat([x32, o] + self._extra(n, 32, anchors, hint, x), 1),
+                                e))
         o = F.avg_pool2d(F.interpolate(o, scale_factor=2.0, mode="nearest"), 3, 1, 1,
                          count_include_pad=False)
-        o = self.s64(torch.cat([x, o] + self._extra(n, 64, anchors, x), 1), e)
+        o = self.s64(torch.cat([x, o] + self._extra(n, 64, anchors, hint, x), 1), e)
         flow = torch.tanh(o[:, 0:2]) * self.px
         if self.cfg.lower_face > 0:
             flow = flow * self.region
@@ -211,8 +223,8 @@ class Transformer(nn.Module):
             wts = torch.zeros_like(o[:, 2:3])
         return flow, wts, torch.sigmoid(self.palette_logit)
 
-    def forward(self, img, delta, anchors=None) -> dict:
-        flow, wts, pal = self.heads(img, delta, anchors)
+    def forward(self, img, delta, anchors=None, hint=None) -> dict:
+        flow, wts, pal = self.heads(img, delta, anchors, hint)
         warped = warp(img, flow)
         out = (1 - wts) * warped + wts * pal[None, :, None, None]
         return dict(flow=flow, lcm_weight=wts, palette=pal, warped=warped, output=out)
@@ -278,15 +290,21 @@ class SmileGAN(nn.Module):
 LOSS_NAMES = ("d", "g", "a_real", "a_fake")
 
 
-def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None) -> dict:
+def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None, hint=None,
+           attr_margin: Optional[float] = None) -> dict:
     """The four loss terms of TGAN.lua on a batch of real faces ``x`` with labels ``src`` in
     {0, 1}: every image goes to the opposite class (``delta = 1 - 2 src``, ``dst = src + delta``).
-    D and A see the 2B batch ``[x ; x_hat]``. Returns the terms and ``fake``."""
+    D and A see the 2B batch ``[x ; x_hat]``. Returns the terms and ``fake``.
+
+    Beyond the seed: ``attr_margin`` (``m``) caps A-on-fake: with ``z`` = A's logit signed
+    toward the target class, the term is ``softplus(-min(z, m))``, so T is no longer pushed once
+    A is sure (``z > m``; the seed's BCE keeps rewarding an ever stronger edit); ``rec_l1`` is
+    the mean absolute change ``|x_hat - x|`` (the identity/reconstruction penalty)."""
     b = x.shape[0]
     src = src.to(x.dtype).reshape(b)
     delta = 1.0 - 2.0 * src
     dst = src + delta
-    tout = net.T(x, delta[:, None], anchors)
+    tout = net.T(x, delta[:, None], anchors, hint)
     fake = tout["output"]
     both = torch.cat([x, fake], 0)
     dl = net.C.d(both)
@@ -297,7 +315,9 @@ def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None) -> d
         d=bce(dl, real_t, reduction="sum") / (2 * b),
         g=bce(dl[b:], torch.ones(b, device=x.device), reduction="sum") / (2 * b),
         a_real=bce(al[:b], src, reduction="sum") / b,
-        a_fake=bce(al[b:], dst, reduction="sum") / b,
+        a_fake=(bce(al[b:], dst, reduction="sum") / b if attr_margin is None else
+                F.softplus(-(al[b:] * (2 * dst - 1)).clamp(max=attr_margin)).sum() / b),
+        rec_l1=(fake - x).abs().mean(),
         lcm_l1=tout["lcm_weight"].mean(),
         flow_l1=tout["flow"].abs().mean(),
         flow_tv=(tout["flow"][:, :, :, 1:] - tout["flow"][:, :, :, :-1]).abs().mean()
@@ -307,19 +327,20 @@ def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None) -> d
 
 #: Gradient routing (TGAN.lua): which loss terms reach which parameters.
 #: ``lcm_l1``, ``flow_l1`` and ``flow_tv`` are the seed's optional penalties on the LCM weight
-#: (L1) and the flow (L1 and total variation, px), 0 by default there; they reach T only.
-ROUTES = {"T": ("g", "a_fake", "lcm_l1", "flow_l1", "flow_tv"), "C": ("d", "a_real")}
+#: (L1) and the flow (L1 and total variation, px), 0 by default there; ``rec_l1`` (beyond the
+#: seed) the mean absolute change of the image; they reach T only.
+ROUTES = {"T": ("g", "a_fake", "lcm_l1", "flow_l1", "flow_tv", "rec_l1"), "C": ("d", "a_real")}
 
 
 def routed_grads(net: SmileGAN, terms: dict, gan_weight: float = 1.0, attr_weight: float = 1.0,
                  only: Optional[Tuple[str, ...]] = None, lcm_l1: float = 0.0,
-                 flow_tv: float = 0.0, flow_l1: float = 0.0) -> dict:
+                 flow_tv: float = 0.0, flow_l1: float = 0.0, rec_l1: float = 0.0) -> dict:
     """Gradients of the routed objectives: T gets ``lambda * g + attr * a_fake``, D/A heads and
     the encoder get ``lambda * d + attr * a_real`` (each objective is differentiated only with
     respect to its own parameter group, so the G loss never touches D and D's real/fake loss
     never touches T). ``only``: the loss terms to include (tests). Returns ``{param: grad}``."""
     w = dict(d=gan_weight, g=gan_weight, a_real=attr_weight, a_fake=attr_weight, lcm_l1=lcm_l1,
-             flow_tv=flow_tv, flow_l1=flow_l1)
+             flow_tv=flow_tv, flow_l1=flow_l1, rec_l1=rec_l1)
     out = {}
     groups = dict(T=[p for p in net.T.parameters() if p.requires_grad],
                   C=[p for p in net.C.parameters() if p.requires_grad])
@@ -350,15 +371,19 @@ def train_step(net: SmileGAN, optimizer, x, src, anchors=None, gan_weight=1.0,
 
 
 class SmileInference(nn.Module):
-    """What is exported: ``(img (N, 3, 64, 64), delta (N, 1)[, anchors (N, K, 2)]) -> (flow
-    (N, 2, 64, 64) crop px, lcm_weight (N, 1, 64, 64), palette (3,))``."""
+    """What is exported: ``(img (N, 3, 64, 64), delta (N, 1)[, anchors (N, K, 2)][, hint
+    (N, 2, 64, 64)]) -> (flow (N, 2, 64, 64) crop px, lcm_weight (N, 1, 64, 64), palette
+    (3,))``; the optional inputs in that order, each present when the config has it."""
 
     def __init__(self, t: Transformer):
         super().__init__()
         self.t = t
 
-    def forward(self, img, delta, anchors=None):
-        return self.t.heads(img, delta, anchors)
+    def forward(self, img, delta, extra1=None, extra2=None):
+        extra = [e for e in (extra1, extra2) if e is not None]
+        anchors = extra.pop(0) if self.t.cfg.anchors else None
+        hint = extra.pop(0) if self.t.cfg.hint else None
+        return self.t.heads(img, delta, anchors, hint)
 
 
 def apply_outputs(img, flow, lcm_weight, palette):

@@ -52,7 +52,7 @@ def make_config(args) -> SmileNetConfig:
     dw = tuple(max(4, int(round(c * m))) for c in (64, 128, 256, 256, 512, 512))
     return SmileNetConfig(t_widths=tuple(args.t_widths), d_widths=dw,
                           anchors=N_ANCHORS if args.anchors else 0, location=args.location,
-                          lcm=not args.no_lcm, lower_face=args.lower_face)
+                          lcm=not args.no_lcm, lower_face=args.lower_face, hint=args.hint)
 
 
 @torch.no_grad()
@@ -64,18 +64,51 @@ def evaluate(net: SmileGAN, data: SmileFaces, device, batch: int = 128) -> dict:
     flow_mag = 0.0
     for s in range(0, len(data), batch):
         idx = torch.arange(s, min(s + batch, len(data)))
-        x, y, a = data.batch(idx)
+        x, y, a, h = data.batch(idx, with_hint=True) if net.cfg.hint else (*data.batch(idx),
+                                                                             None)
         x, y, a = x.to(device), y.to(device), a.to(device)
+        h = h.to(device) if h is not None else None
         anchors = a if net.cfg.anchors else None
         pr = net.C.a(x) > 0
         correct += (pr == (y > 0.5)).sum().item()
-        out = net.T(x, (1 - 2 * y)[:, None], anchors)
+        out = net.T(x, (1 - 2 * y)[:, None], anchors, h)
         pf = net.C.a(out["output"]) > 0
         flipped += (pf != (y > 0.5)).sum().item()
         flow_mag += out["flow"].norm(dim=1).mean((1, 2)).sum().item()
     net.train()
     n = len(data)
     return dict(acc_a=correct / n, flip_a=flipped / n, flow_px=flow_mag / n, n=n)
+
+
+def init_t_from_program(t, path) -> int:
+    """Copy the weights of an exported smile program (``SmileInference``, keys ``t.*``) into
+    ``t``. A conv whose input grew (the hint channels) gets the old weights in its first input
+    channels and zeros in the new ones, so it starts as the exported model. Returns the number
+    of tensors copied."""
+    ep = torch.export.load(str(path))
+    src = {k[2:]: v for k, v in ep.state_dict.items() if k.startswith("t.")}
+    src.update({k[2:]: v for k, v in getattr(ep, "constants", {}).items()
+                if k.startswith("t.") and isinstance(v, torch.Tensor)})
+    n = 0
+    with torch.no_grad():
+        for k, v in list(t.state_dict().items()):
+            if k not in src:
+                continue
+            w = src[k]
+            if w.shape == v.shape:
+                v.copy_(w)
+            elif w.dim() == 4 and w.shape[0] == v.shape[0] and w.shape[1] < v.shape[1]:
+                # inputs: [x, (o), extra..., embedding]: the new channels sit before the
+                # embedding (the last delta_vec inputs)
+                e = t.cfg.delta_vec
+                k_old = w.shape[1] - e
+                v.zero_()
+                v[:, :k_old] = w[:, :k_old]
+                v[:, v.shape[1] - e:] = w[:, k_old:]
+            else:
+                continue
+            n += 1
+    return n
 
 
 def main(args) -> dict:
@@ -86,8 +119,9 @@ def main(args) -> dict:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = make_config(args)
-    train = SmileFaces(args.data, "train", limit=args.limit)
-    val = SmileFaces(args.data, "val", limit=args.val_limit) if not args.no_val else None
+    train = SmileFaces(args.data, "train", limit=args.limit, hints=args.hint)
+    val = (SmileFaces(args.data, "val", limit=args.val_limit, hints=args.hint)
+           if not args.no_val else None)
     net = SmileGAN(cfg)
     net.T.mu.copy_(train.mean_image())
     net.to(info.device)
@@ -107,6 +141,10 @@ def main(args) -> dict:
         st = load_checkpoint(args.init, model=net, optimizer=opt, map_location=info.device)
         if info.is_main:
             print(f"training: weights from {args.init} (step {st['step']}), step count from 0")
+    if args.init_t and not (args.resume and ckpt.exists()):
+        n_init = init_t_from_program(net.T, args.init_t)
+        if info.is_main:
+            print(f"training: T from {args.init_t} ({n_init} tensors)")
     if info.distributed:  # same start everywhere
         for p in list(net.parameters()) + list(net.buffers()):
             dist.broadcast(p.data, 0)
@@ -133,6 +171,7 @@ def main(args) -> dict:
     last_ckpt = t0
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     history, run = [], {k: 0.0 for k in LOSS_NAMES}
+    hgen = torch.Generator().manual_seed(args.seed * 7919 + step)
     stopped = False
 
     def save():
@@ -148,16 +187,29 @@ def main(args) -> dict:
         for b in range(step % steps_per_epoch, steps_per_epoch):
             idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
             idx = idx[info.rank * per_rank:(info.rank + 1) * per_rank]
-            x, y, a = train.batch(idx, None if args.no_flip else flips[idx])
+            fl = None if args.no_flip else flips[idx]
+            x, y, a, h = (train.batch(idx, fl, with_hint=True) if cfg.hint
+                          else (*train.batch(idx, fl), None))
             x, y, a = x.to(info.device), y.to(info.device), a.to(info.device)
+            if h is not None:
+                if args.hint_dropout:  # a share of the faces sees no hint (zeros)
+                    keep = torch.rand(len(h), generator=hgen) >= args.hint_dropout
+                    h = h * keep[:, None, None, None].to(h)
+                h = h.to(info.device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                terms = losses(net, x, y, a if cfg.anchors else None)
+                terms = losses(net, x, y, a if cfg.anchors else None, h,
+                               attr_margin=args.attr_margin)
             terms = {k: (v.float() if k != "fake" else v) for k, v in terms.items()}
             scale = 1024.0 if use_amp else 1.0
             sc = {k: terms[k] * scale for k in LOSS_NAMES}
-            sc.update({k: terms[k] * scale for k in ("lcm_l1", "flow_l1", "flow_tv")})
+            sc.update({k: terms[k] * scale for k in ("lcm_l1", "flow_l1", "flow_tv", "rec_l1")})
             grads = routed_grads(net, sc, args.gan_weight, args.attr_weight,
-                                 lcm_l1=args.lcm_l1, flow_tv=args.flow_tv, flow_l1=args.flow_l1)
+                                 lcm_l1=args.lcm_l1, flow_tv=args.flow_tv, flow_l1=args.flow_l1,
+                                 rec_l1=args.rec_l1)
+            if step < args.critic_warmup:  # T held while D and A learn (a T started with
+                # --init-t would otherwise follow a random A)
+                for p in net.T.parameters():
+                    grads.pop(p, None)
             opt.zero_grad(set_to_none=True)
             finite = True
             for p, gr in grads.items():
@@ -194,6 +246,12 @@ def main(args) -> dict:
                 for k in ("acc_a", "flip_a", "flow_px"):
                     logger.scalar(f"val/{k}", ev[k], step)
                 print(f"val step {step}: {json.dumps(ev)}", flush=True)
+                if args.snapshots:  # candidates for selection on validation (select.py)
+                    save()
+                    last_ckpt = time.time()
+                    snap = out_dir / "snapshots" / f"step{step:06d}.pt"
+                    snap.parent.mkdir(exist_ok=True)
+                    snap.write_bytes(ckpt.read_bytes())
             stop = torch.tensor(float(time.time() > deadline or (
                 args.stop_at_step is not None and step >= args.stop_at_step)))
             if mean_across(info, stop).item() > 0:
@@ -245,6 +303,25 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="L1 penalty on the flow, px (seed option, 0 there)")
     p.add_argument("--flow-tv", type=float, default=0.0,
                    help="total-variation penalty on the flow, px (seed option, 0 there)")
+    p.add_argument("--hint", action="store_true",
+                   help="T takes the landmark smile's flow as a 2-channel hint (beyond the "
+                        "seed; needs DATA/smile_hints.npz)")
+    p.add_argument("--hint-dropout", type=float, default=0.0,
+                   help="share of faces trained with a zero hint (the same model then runs "
+                        "with or without it)")
+    p.add_argument("--rec-l1", type=float, default=0.0,
+                   help="penalty on the mean absolute image change |x_hat - x| (beyond the seed)")
+    p.add_argument("--attr-margin", type=float, default=None,
+                   help="cap A-on-fake at this logit margin (beyond the seed; default: the "
+                        "seed's plain BCE)")
+    p.add_argument("--init-t", default=None,
+                   help="start T from an exported smile program (.pt2); tensors whose shape "
+                        "differs (new hint inputs) keep their init, the new input channels 0")
+    p.add_argument("--critic-warmup", type=int, default=0,
+                   help="steps at the start in which only D and A are updated")
+    p.add_argument("--snapshots", action="store_true",
+                   help="keep a copy of the checkpoint at every evaluation "
+                        "(OUTPUT_DIR/snapshots/stepN.pt), for selection on validation")
     p.add_argument("--init", default=None,
                    help="start from this checkpoint's weights and optimiser state (a new run "
                         "with other losses; --resume continues the same run)")
