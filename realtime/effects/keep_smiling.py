@@ -11,20 +11,28 @@ Convention block:
   1) and mouth corners (61, 291) give the axis-aligned box ``f0 -+ (b + a_vec)``, clamped to the
   frame; it is sampled at 64 x 64 (aspect not kept) through the compositor's crop service at
   ``k x 64`` and area-averaged (as the builder's crops), RGB in [0, 1].
-- **Network**: ``(x, strength) -> (edit, recon)``, ``edit = De(E(x) + strength t)``,
-  ``recon = De(E(x))``, both ``(N, 3, 64, 64)`` RGB [0, 1].
+- **Network**: ``(x, s) -> (edit, recon)``, ``edit = De(E(x) + s t)``, ``recon = De(E(x))``,
+  both ``(N, 3, 64, 64)`` RGB [0, 1]; the effect passes ``s = TRANSLATION_GAIN * strength``
+  (the bundled CPU SplitGAN draws a smile at about 4 t, next to nothing at 1 t).
+- **Geometry** (the corners): the decoded 64 px mouth does not move the mouth corners where
+  the tracker and the AU estimator see them, so the job's ``flow`` lifts and widens them with
+  the landmark smile's AU12 displacement (:mod:`warpcam.realtime.effects.smile`) at a per-face
+  factor ``lift`` chosen with the AU estimator (:func:`lift_needed`: the least factor for which
+  the face's own landmarks, corners moved by ``LIFT_FOLLOW`` of the displacement, read at least
+  ``threshold + LIFT_MARGIN``), times ``|strength|``; the warp is faded out with the mask and
+  shrunk until fold-free, and the decoded mouth (colour and attention) is moved with it.
 - **Paste-back at the face's real size**: one :class:`~warpcam.core.types.WarpJob` per face
   (``kind="mouth"``) on a pixel-aligned crop covering the box (``crop_to_frame`` an integer
-  shift, so the crop *is* the frame's pixels, no resampling; ``flow`` zero). ``color`` is the
+  shift, so the crop *is* the frame's pixels, no resampling; ``flow`` the lift). ``color`` is the
   decoded ``edit`` resampled bicubically from the 64 px box to the frame pixels and
   colour-matched to the face: the per-channel map that takes ``recon``'s mean and spread in the
   mask to the face's (spread ratio clipped to [0.5, 2]). ``attention`` (GANimation's blend,
   1 = keep the frame) is ``1 - smoothstep(|edit - recon| / CHANGE_SCALE)`` (max over channels,
   blurred by 1 px at 64 px): the face keeps its own detail wherever the translation changes
-  nothing. ``alpha`` is a feathered ellipse on the mouth (centre ``f0``, radii 0.9 ``|a|``
-  along the mouth and 0.8 ``|b|`` across it, raised-cosine edge over its outer 45 %, times a
-  6 % border window): 0 on the crop border, so every pixel outside the mouth ellipses keeps its
-  exact bytes.
+  nothing. ``alpha`` is a feathered ellipse on the mouth (centre ``f0``, radii 1.1 ``|a|``
+  along the mouth and 0.9 ``|b|`` across it, smoothstep edge over its outer 35 %, times a
+  6 % border window; before, 0.9 / 0.8 / 45 % faded the corners themselves): 0 on the crop
+  border, so every pixel outside the mouth ellipses keeps its exact bytes.
 - **Who is edited**: the AU estimator's smile score (:class:`warpcam.realtime.au.AUEstimator`,
   population neutral; 0.5 = GENKI-4K's smile boundary). With ``strength > 0`` faces scoring at
   least ``threshold`` are left alone (they smile already), so a second run over an output
@@ -45,8 +53,9 @@ import cv2
 import numpy as np
 
 from warpcam.core import landmarks as lm
-from warpcam.core.geometry import border_window, fade_between, smoothstep
-from warpcam.core.mouth import mouth_box_points, mouth_corners
+from warpcam.core.geometry import (border_window, fade_between, flow_jacobian_det, pixel_grid,
+                                   smoothstep)
+from warpcam.core.mouth import LIPS_INDEX, mouth_box_points, mouth_corners, mouth_roi
 from warpcam.core.types import Face, WarpJob
 from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, FrameCrops,
                                            LiveSettings, setting, validate)
@@ -54,8 +63,25 @@ from warpcam.realtime.runtime import ModelError, load_model
 
 MODEL_KIND = "warpcam.keepsmiling.split"
 CROP = 64
-#: Mask radii (fractions of the box half-sides) and the feather share of the radius.
-MASK_RX, MASK_RY, MASK_FEATHER, MASK_BORDER = 0.9, 0.8, 0.45, 0.06
+#: Mask radii (fractions of ``|a|`` along the mouth and ``|b|`` across it) and the feather share
+#: of the radius: the mouth corners (at about 0.7 of the radius along the mouth) and where the
+#: lift moves them lie in the mask's full-strength core.
+MASK_RX, MASK_RY, MASK_FEATHER, MASK_BORDER = 1.1, 0.9, 0.35, 0.06
+#: latent translation applied per unit of ``--strength``: ``De(E(x) + GAIN * strength * t)``.
+#: The bundled CPU SplitGAN's decoded mouth barely changes at 1 x t (faint lighter teeth, no
+#: smile); at about 4 x t it draws a smiling mouth (teeth, raised corner lines). Chosen on the
+#: face data set's *validation* split (benchmarks.keepsmiling --split val).
+TRANSLATION_GAIN = 4.0
+#: Geometry: the mouth corners are lifted and widened by the landmark smile's AU12 displacement
+#: (:mod:`warpcam.realtime.effects.smile`) times a per-face factor ``k`` in [0, ``LIFT_MAX``],
+#: the least on a grid of ``LIFT_STEP`` for which the AU estimator, on the face's landmarks with
+#: the corners moved by ``LIFT_FOLLOW`` of that displacement (the tracker follows about half of
+#: a warp's corner motion, measured on the validation split), reads at least ``threshold +
+#: LIFT_MARGIN``; times ``|strength|``. The 64 px decoded mouth alone does not move the
+#: corners where the tracker, hence the estimator, sees them.
+LIFT_MAX, LIFT_STEP, LIFT_FOLLOW, LIFT_MARGIN = 4.0, 0.125, 0.35, 0.2
+#: the lift is shrunk (x 0.7) until the warp is fold-free: Jacobian determinant above this
+LIFT_MIN_DET = 0.25
 GAIN_RANGE = (0.5, 2.0)
 #: a change of the decoded mouth (RGB [0, 1], max over channels) from which the network's
 #: output replaces the frame fully (attention 0)
@@ -201,11 +227,93 @@ def network_crops(crops: FrameCrops, boxes: Sequence, frame_shape) -> np.ndarray
     return out
 
 
+def _mouth_frame(p: np.ndarray) -> tuple:
+    """``(centre (2,), R (2, 2), mouth width px)``: ``(q = (p - centre) @ R)`` puts frame pixels
+    in the mouth's frame (x along the corners, toward the subject's left; y down)."""
+    c, ang, mw = mouth_roi(p)
+    ca, sa = math.cos(ang), math.sin(ang)
+    return c, np.array([[ca, -sa], [sa, ca]]), mw
+
+
+_MOVED = [lm.MOUTH_RIGHT_CORNER, lm.MOUTH_LEFT_CORNER] + list(LIPS_INDEX)
+_NONE = np.zeros((0, 2))
+
+
+def predicted_smile(face: Face, neutral: dict, lift: float) -> float:
+    """The AU estimator's smile score of ``face`` once the mouth corners and lips have moved by
+    ``LIFT_FOLLOW`` times the landmark smile's displacement at strength ``lift`` (``neutral``:
+    the estimator's neutral for this face)."""
+    from warpcam.realtime import au
+    from warpcam.realtime.effects.smile import mouth_displacements
+    p = np.asarray(face.landmarks, np.float64)[:, :2].copy()
+    c, R, mw = _mouth_frame(p)
+    q = (p[_MOVED] - c) @ R
+    _, d = mouth_displacements(dict(corners=q[:2], lips=q[2:], cheeks=_NONE, anchors=_NONE),
+                               lift, mw)
+    p[_MOVED] += LIFT_FOLLOW * (d[:len(_MOVED)] @ R.T)
+    pts = np.concatenate([p, np.asarray(face.z, np.float64)[:, None]], axis=1)
+    return au.smile_score(au.intensities(au.measure(pts), neutral))
+
+
+def lift_needed(face: Face, neutral: dict, threshold: float, sign: float) -> float:
+    """The least lift ``k`` in ``(0, LIFT_MAX]`` (a multiple of ``LIFT_STEP``) for which
+    :func:`predicted_smile` is at least ``threshold + LIFT_MARGIN`` (``sign > 0``) or below
+    ``threshold - LIFT_MARGIN`` (``sign < 0``, lowering the corners); ``LIFT_MAX`` when none
+    is (bisection: the score is monotonic in ``k``)."""
+    def ok(k):
+        v = predicted_smile(face, neutral, math.copysign(k, sign))
+        return v >= threshold + LIFT_MARGIN if sign > 0 else v < threshold - LIFT_MARGIN
+    lo, hi = 0, int(round(LIFT_MAX / LIFT_STEP))
+    if not ok(hi * LIFT_STEP):
+        return LIFT_MAX
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid * LIFT_STEP):
+            hi = mid
+        else:
+            lo = mid
+    return hi * LIFT_STEP
+
+
+def lift_flow(landmarks: np.ndarray, grid, lift: float, mask: np.ndarray) -> tuple:
+    """``(flow h x w x 2, corner displacement (2, 2) px)``: the landmark smile's thin-plate warp
+    (:func:`warpcam.realtime.effects.smile.smile_flow`) at strength ``lift`` on the job's
+    pixel-aligned crop ``grid``: corners, lips and cheeks displaced in the mouth's frame, nose,
+    chin and the crop border pinned, faded out with the ``mask`` (so no pixel moves where the
+    mask does not replace the frame) and shrunk until fold-free (Jacobian determinant > 0.25)."""
+    from warpcam.realtime.effects.smile import _border_points, mouth_displacements, smile_flow
+    ox, oy, w, h = grid
+    p = np.asarray(landmarks, np.float64)[:, :2]
+    c, R, mw = _mouth_frame(p)
+    cheeks = lm.CHEEK_RIGHT + lm.CHEEK_LEFT
+    anchors = [lm.NOSE_TIP, 2, 98, 327, lm.CHIN, 199]
+    off = np.array([ox, oy], np.float64)
+    border = (np.asarray(_border_points(h, w), np.float64) + off - c) @ R
+
+    def m(idx):
+        return (p[idx] - c) @ R
+    src_m, d_m = mouth_displacements(
+        dict(corners=m(_MOVED[:2]), lips=m(_MOVED[2:]), cheeks=m(cheeks),
+             anchors=np.concatenate([m(anchors), border])), lift, mw)
+    src = src_m @ R.T + c - off
+    keep = np.all((src > -2) & (src < [w + 1, h + 1]), axis=1)
+    src, d = src[keep], (d_m @ R.T)[keep]
+    step = max(3, int(math.ceil(max(h, w) / 48)))
+    flow, shrink = np.zeros((h, w, 2), np.float32), 1.0
+    for _ in range(6):
+        flow = smile_flow(h, w, src, d * shrink, grid_step=step) * mask[..., None]
+        if flow_jacobian_det(flow).min() > LIFT_MIN_DET:
+            break
+        shrink *= 0.7
+    return flow.astype(np.float32), (d_m @ R.T)[:2] * shrink
+
+
 class _Track:
-    __slots__ = ("strength", "smiling", "key", "job", "crop")
+    __slots__ = ("strength", "lift", "smiling", "key", "job", "crop")
 
     def __init__(self):
-        self.strength, self.smiling, self.key, self.job, self.crop = 0.0, None, None, None, None
+        self.strength, self.lift, self.smiling = 0.0, 0.0, None
+        self.key, self.job, self.crop = None, None, None
 
 
 class KeepSmilingEffect(Effect):
@@ -277,39 +385,47 @@ class KeepSmilingEffect(Effect):
             fresh = tr is None or float(np.abs(x[i] - tr.crop).mean()) > NEW_FACE_DIFF
             if fresh:
                 tr = self.tracks[face.track_id] = _Track()
-            smile = float(self.au.estimate(face).smile)
+            res = self.au.estimate(face)
+            smile = float(res.smile)
             edit = self._wants_edit(tr, smile, s)
             fade = fade_between(abs(float(face.yaw)), self.yaw_full, self.yaw_none)
             want = s.strength * fade if edit else 0.0
+            want_lift = (want * lift_needed(face, res.neutral, s.threshold, s.strength)
+                         if edit and fade > 0 else 0.0)
             if fresh:
-                tr.strength = want
+                tr.strength, tr.lift = want, want_lift
             else:
                 d = tr.strength + self.follow * (want - tr.strength)
                 tr.strength = want if abs(want - d) < 0.01 else d
+                d = tr.lift + self.follow * (want_lift - tr.lift)
+                tr.lift = want_lift if abs(want_lift - d) < 0.01 else d
             same_pixels = tr.crop is not None and np.array_equal(x[i], tr.crop)
             tr.crop = x[i].copy()
             self.last.append(dict(track=face.track_id, smile=smile,
-                                  edited=abs(tr.strength) > 1e-3, strength=tr.strength))
+                                  edited=abs(tr.strength) > 1e-3, strength=tr.strength,
+                                  lift=tr.lift))
             if abs(tr.strength) <= 1e-3:
                 tr.key, tr.job = None, None
                 continue
-            fkey = (round(tr.strength, 4), np.round(box, 2).tobytes())
+            fkey = (round(tr.strength, 4), round(tr.lift, 4), np.round(box, 2).tobytes())
             if tr.job is not None and tr.key == fkey and same_pixels:
                 out.append(tr.job)  # a still face: the same job again, no network call
                 continue
             todo.append((i, tr, face, box, f0, a_vec, b, grid, fkey))
         if todo:
             edit, recon = self.model(x[[d[0] for d in todo]],
-                                     np.array([d[1].strength for d in todo], np.float32))
+                                     np.array([TRANSLATION_GAIN * d[1].strength for d in todo],
+                                              np.float32))
             self.calls += 1
             for j, (_, tr, face, box, f0, a_vec, b, grid, fkey) in enumerate(todo):
-                tr.job = self._job(crops, face, box, f0, a_vec, b, grid, edit[j], recon[j])
+                tr.job = self._job(crops, face, box, f0, a_vec, b, grid, edit[j], recon[j],
+                                   tr.lift)
                 tr.key = fkey
             out = [tr.job for tr in (self.tracks[g[0].track_id] for g in geo)
                    if tr.job is not None and abs(tr.strength) > 1e-3]
         return out
 
-    def _job(self, crops, face, box, f0, a_vec, b, grid, edit, recon) -> WarpJob:
+    def _job(self, crops, face, box, f0, a_vec, b, grid, edit, recon, lift=0.0) -> WarpJob:
         ox, oy, w, h = grid
         A = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
         region = crops.numpy(A[None], (h, w))[0].transpose(1, 2, 0)  # exact pixels, RGB [0, 1]
@@ -340,11 +456,22 @@ class KeepSmilingEffect(Effect):
         # where the translation changes the mouth
         change = cv2.GaussianBlur(np.abs(edit - recon).max(axis=0), (0, 0), 1.0)
         att = 1.0 - smoothstep(up(change[None]) / CHANGE_SCALE)
-        return WarpJob(crop_to_frame=A, flow=np.zeros((h, w, 2), np.float32), alpha=mask,
+        flow, corner_shift = np.zeros((h, w, 2), np.float32), np.zeros((2, 2))
+        if abs(lift) > 1e-3:
+            # the corners move (the frame through the flow, the decoded mouth with it)
+            flow, corner_shift = lift_flow(face.landmarks, grid, lift, mask)
+            xs, ys = pixel_grid(h, w)
+            mx, my = xs + flow[..., 0], ys + flow[..., 1]
+            colour = cv2.remap(np.ascontiguousarray(colour, np.float32), mx, my,
+                               cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            att = cv2.remap(np.ascontiguousarray(att, np.float32), mx, my, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+        return WarpJob(crop_to_frame=A, flow=flow, alpha=mask,
                        color=np.ascontiguousarray(colour, np.float32),
                        attention=np.ascontiguousarray(att, np.float32), kind="mouth",
                        face_id=face.track_id,
-                       meta=dict(box=tuple(float(v) for v in box), gain=gain.tolist()))
+                       meta=dict(box=tuple(float(v) for v in box), gain=gain.tolist(),
+                                 lift=float(lift), corner_shift_px=corner_shift.tolist()))
 
 
 def _build(live, options) -> Effect:
