@@ -147,6 +147,62 @@ def warp_blend(src, ox, oy, out, x0, y0, x1, y1, inv, a, flow, alpha, pal, has_p
     return n
 
 
+@njit(error_model="numpy", **_JIT)
+def job_maps(x0, y0, x1, y1, inv, a, flow, alpha):
+    """The per-pixel half of :func:`warp_blend` for a job without a palette: the source maps
+    and blend weights over the job's frame box ``[x0, x1) x [y0, y1)``, for
+    ``cv2.remap(src, mx, my, INTER_LINEAR, BORDER_REPLICATE)`` and
+    ``cv2.blendLinear(warped, region, alpha, beta)``, which give :func:`warp_blend`'s bytes
+    (same float32 arithmetic: crop position rounded to 1/32 pixel, OpenCV's bilinear weights;
+    ``remap`` rounds the maps to 1/32 pixel as :func:`warp_blend` does).
+
+    Returns ``(mx, my, alpha, beta)``, each ``(bh, bw)`` float32: the source position (frame
+    pixels) of each box pixel, ``alpha`` clipped to [0, 1] and ``beta = 1 - alpha``. The row
+    loop has no branches, so LLVM vectorises it (gathers of the padded crop fields): about
+    twice the speed of :func:`warp_blend`'s scalar loop for the same positions."""
+    bh, bw = y1 - y0, x1 - x0
+    f = _fields(flow, alpha, alpha, False, np.float32(a[0, 0]), np.float32(a[0, 1]),
+                np.float32(a[1, 0]), np.float32(a[1, 1]))
+    fh, fw = f.shape[0], f.shape[1]
+    f0 = np.ascontiguousarray(f[:, :, 0]).ravel()
+    f1 = np.ascontiguousarray(f[:, :, 1]).ravel()
+    fa = np.ascontiguousarray(f[:, :, 2]).ravel()
+    mx = np.empty((bh, bw), np.float32)
+    my = np.empty((bh, bw), np.float32)
+    al_out = np.empty((bh, bw), np.float32)
+    be_out = np.empty((bh, bw), np.float32)
+    c02, c12 = inv[0, 2] + 1.0, inv[1, 2] + 1.0
+    i00, i10 = inv[0, 0], inv[1, 0]
+    one, zero = np.float32(1.0), np.float32(0.0)
+    fwm, fhm = fw - 1, fh - 1
+    for r in range(bh):
+        y = y0 + r
+        bu = inv[0, 1] * y + c02
+        bv = inv[1, 1] * y + c12
+        yf = np.float32(y)
+        mxr, myr, alr, ber = mx[r], my[r], al_out[r], be_out[r]
+        for c in range(bw):
+            x = x0 + c
+            X = np.int32(np.rint(np.float32(i00 * x + bu) * np.float32(32.0)))
+            Y = np.int32(np.rint(np.float32(i10 * x + bv) * np.float32(32.0)))
+            sx, sy = X >> 5, Y >> 5
+            wx1 = np.float32(X & 31) * np.float32(0.03125)
+            wy1 = np.float32(Y & 31) * np.float32(0.03125)
+            wx0, wy0 = one - wx1, one - wy1
+            xa, xb = min(max(sx, 0), fwm), min(max(sx + 1, 0), fwm)
+            ya, yb = min(max(sy, 0), fhm) * fw, min(max(sy + 1, 0), fhm) * fw
+            w0, w1, w2, w3 = wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1
+            al = fa[ya + xa] * w0 + fa[ya + xb] * w1 + fa[yb + xa] * w2 + fa[yb + xb] * w3
+            s0 = f0[ya + xa] * w0 + f0[ya + xb] * w1 + f0[yb + xa] * w2 + f0[yb + xb] * w3
+            s1 = f1[ya + xa] * w0 + f1[ya + xb] * w1 + f1[yb + xa] * w2 + f1[yb + xb] * w3
+            al = min(max(al, zero), one)
+            mxr[c] = s0 + np.float32(x)
+            myr[c] = s1 + yf
+            alr[c] = al
+            ber[c] = one - al
+    return mx, my, al_out, be_out
+
+
 @njit(**_JIT)
 def blend(out, x0, y0, res, al, is_u8):
     """Blend a job's result into ``out`` (``H x W x 3`` uint8, in place) over its box:
@@ -185,3 +241,4 @@ def warm_up() -> None:
                    has_pal, np.zeros(3, np.float32))
     for is_u8 in (False, True):
         blend(frame, 0, 0, np.zeros((4, 5, 3), np.float32), alpha, is_u8)
+    job_maps(4, 3, 9, 7, inv, a, flow, alpha)
