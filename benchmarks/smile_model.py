@@ -77,16 +77,19 @@ def frame_cost(model, iters: int = 100) -> dict:
 
 
 @torch.no_grad()
-def heldout(checkpoint, test_root) -> dict:
+def heldout(checkpoint, test_root, zero_hint: bool = False) -> dict:
+    """A on the held-out faces and on T's edits of them (a hint model gets the hints of
+    ``TEST/smile_hints.npz``, or zeros with ``zero_hint``)."""
     from warpcam.training.smile.data import SmileFaces
     from warpcam.training.smile.export import model_from_checkpoint
     net, ckpt = model_from_checkpoint(checkpoint)
-    data = SmileFaces(test_root, split=None)
-    x, y, a = data.batch(torch.arange(len(data)))
+    data = SmileFaces(test_root, split=None, hints=net.cfg.hint)
+    x, y, a, *h = data.batch(torch.arange(len(data)), with_hint=net.cfg.hint)
+    hint = h[0] if h and not zero_hint else (torch.zeros_like(h[0]) if h else None)
     anchors = a if net.cfg.anchors else None
     pr = net.C.a(x) > 0
     yb = y > 0.5
-    fake = net.T(x, (1 - 2 * y)[:, None], anchors)["output"]
+    fake = net.T(x, (1 - 2 * y)[:, None], anchors, hint)["output"]
     pf = net.C.a(fake) > 0
     neu, smi = ~yb, yb
     return dict(

@@ -348,3 +348,19 @@ def test_builder_landmarks_and_the_hints_file(tmp_path, astronaut, astronaut_fac
     ref = landmark_hint(lms, aligned_affine(lms), -1.0)  # smiling: the hint of delta -1
     np.testing.assert_allclose(h, ref, atol=2e-3)  # float16
     assert h[..., 1].min() < -0.3
+
+
+def test_hint_model_without_its_hint_is_the_zero_hint():
+    from warpcam.training.smile.export import without_hint
+    torch.manual_seed(0)
+    net = M.SmileGAN(M.SmileNetConfig(t_widths=(4, 6, 6, 6), d_widths=(4, 8, 8, 8, 8, 8),
+                                      hint=True)).eval()
+    for p in net.T.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    plain = without_hint(net)
+    assert not plain.cfg.hint and plain.T.s16.blocks[0].conv.in_channels == 3 + 4
+    x, _ = _batch(2)
+    d = torch.tensor([[1.0], [-1.0]])
+    with torch.no_grad():
+        for r, o in zip(net.T.heads(x, d, hint=torch.zeros(2, 2, 64, 64)), plain.T.heads(x, d)):
+            torch.testing.assert_close(r, o)

@@ -40,6 +40,23 @@ def model_from_checkpoint(path) -> tuple:
     return net.eval(), st
 
 
+def without_hint(net: SmileGAN) -> SmileGAN:
+    """The same model run with a zero hint, as a hint-free model: the hint enters only the
+    first conv of each scale, linearly, so dropping its input channels gives exactly the
+    output of a zero hint (tested)."""
+    import dataclasses
+    cfg = dataclasses.replace(net.cfg, hint=False)
+    out = SmileGAN(cfg)
+    sd = dict(net.state_dict())
+    e = cfg.delta_vec
+    for scale in ("s16", "s32", "s64"):
+        k = f"T.{scale}.blocks.0.conv.weight"
+        w = sd[k]
+        sd[k] = torch.cat([w[:, :w.shape[1] - e - 2], w[:, w.shape[1] - e:]], 1)
+    out.load_state_dict(sd)
+    return out.eval()
+
+
 def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "") -> dict:
     from warpcam.training.data import align
     extra = ckpt.get("extra", {})
@@ -102,8 +119,12 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=None,
                     help="training wall time to record (default: the checkpoint's run; give "
                          "the total when the run was continued with --init)")
+    ap.add_argument("--no-hint", action="store_true",
+                    help="export a hint model as run with a zero hint (no hint input)")
     a = ap.parse_args(argv)
     net, ckpt = model_from_checkpoint(a.checkpoint)
+    if a.no_hint and net.cfg.hint:
+        net = without_hint(net)
     meta = metadata(net.cfg, ckpt, a.notes)
     if a.minutes is not None:
         meta["training_minutes"] = float(a.minutes)
