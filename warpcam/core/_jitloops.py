@@ -242,44 +242,44 @@ def visibility_contrast(grey, mask, cx, cy, radius):
 # ------------------------------------------------------------------------------ smile spline
 @njit(**_JIT)
 def _lu_solve(a, b):
-    """Solve ``a x = b`` (``a`` n x n, ``b`` n x k, both float64, overwritten) by Gaussian
-    elimination with partial pivoting; ``(ok, x)``."""
-    n = a.shape[0]
-    k = b.shape[1]
-    for c in range(n):
-        p = c
-        best = abs(a[c, c])
-        for r in range(c + 1, n):
-            if abs(a[r, c]) > best:
-                best = abs(a[r, c])
-                p = r
-        if best == 0.0:
-            return False, b
-        if p != c:
-            for j in range(n):
-                a[c, j], a[p, j] = a[p, j], a[c, j]
-            for j in range(k):
-                b[c, j], b[p, j] = b[p, j], b[c, j]
-        inv = 1.0 / a[c, c]
-        for r in range(c + 1, n):
-            f = a[r, c] * inv
-            if f != 0.0:
-                for j in range(c + 1, n):
-                    a[r, j] -= f * a[c, j]
-                for j in range(k):
-                    b[r, j] -= f * b[c, j]
-    for c in range(n - 1, -1, -1):
-        for j in range(k):
-            s = b[c, j]
-            for q in range(c + 1, n):
-                s -= a[c, q] * b[q, j]
-            b[c, j] = s / a[c, c]
-    return True, b
+    """Solve ``a x = b`` (``a`` n x n, ``b`` n x k, both float64; may be overwritten):
+    ``(ok, x)``, ``ok`` False for a singular ``a``. LAPACK's ``gesv`` (LU with partial
+    pivoting, blocked: about a third of the time of a plain elimination loop at n = 90)."""
+    try:
+        return True, np.linalg.solve(a, b)
+    except Exception:  # singular (numba raises LinAlgError)
+        return False, b
 
 
-@njit(**_JIT)
-def _tps(r2):
-    return 0.5 * r2 * math.log(r2) if r2 > 0.0 else 0.0
+@njit(error_model="numpy", **_JIT)
+def _tps_row(x, y, tx, ty, r2, mant, ex, out):
+    """``out[k] = r2 log(r) = 0.5 r2 log(r2)`` (0 at ``r2 = 0``), the thin-plate kernel, with
+    ``r2 = |(x, y) - (tx[k], ty[k])|^2``, for every ``k`` (``r2``, ``mant``
+    (int64), ``ex`` scratch of the same length). The natural log is taken apart by hand,
+    ``log(m 2^e) = e log 2 + log m`` with ``m`` in [sqrt(2)/2, sqrt(2)) and ``log m`` from the
+    series of ``atanh((m - 1) / (m + 1))`` to the 15th power (relative error below 1e-13), in
+    loops without calls, which LLVM vectorises: about 3x faster than ``math.log`` per element,
+    the spline's largest cost (grid points x control points kernel values)."""
+    n = tx.shape[0]
+    for k in range(n):
+        dx = x - tx[k]
+        dy = y - ty[k]
+        r2[k] = max(dx * dx + dy * dy, 1e-300)
+    bits = r2.view(np.int64)
+    for k in range(n):
+        b = bits[k]
+        mb = (b & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000
+        big = mb > 0x3FF6A09E667F3BCD  # mantissa >= sqrt(2): one octave down
+        mant[k] = mb - (0x0010000000000000 if big else 0)
+        ex[k] = ((b >> 52) & 0x7FF) - 1023 + (1 if big else 0)
+    m = mant.view(np.float64)
+    for k in range(n):
+        t = (m[k] - 1.0) / (m[k] + 1.0)
+        t2 = t * t
+        p = t * (2.0 + t2 * (2.0 / 3.0 + t2 * (2.0 / 5.0 + t2 * (2.0 / 7.0 + t2 * (
+            2.0 / 9.0 + t2 * (2.0 / 11.0 + t2 * (2.0 / 13.0 + t2 * (2.0 / 15.0))))))))
+        v = 0.5 * r2[k] * (ex[k] * 0.6931471805599453 + p)
+        out[k] = v if r2[k] > 1e-300 else 0.0
 
 
 @njit(**_JIT)
@@ -313,13 +313,13 @@ def tps_flow(h, w, sources, displacements, grid_step, smoothing, window):
     m = n + 3
     a = np.zeros((m, m))
     b = np.zeros((m, 2))
+    tx = np.ascontiguousarray(t[:, 0])
+    ty = np.ascontiguousarray(t[:, 1])
+    r2, mant, ex, kv = np.empty(n), np.empty(n, np.int64), np.empty(n), np.empty(n)
     for i in range(n):
-        for j in range(i + 1, n):
-            dx = t[i, 0] - t[j, 0]
-            dy = t[i, 1] - t[j, 1]
-            kv = _tps(dx * dx + dy * dy)
-            a[i, j] = kv
-            a[j, i] = kv
+        _tps_row(t[i, 0], t[i, 1], tx, ty, r2, mant, ex, kv)
+        for j in range(n):
+            a[i, j] = kv[j]
         a[i, i] = smoothing
         p1 = (t[i, 0] - sh0) / sc0
         p2 = (t[i, 1] - sh1) / sc1
@@ -338,6 +338,8 @@ def tps_flow(h, w, sources, displacements, grid_step, smoothing, window):
     gh = (h + grid_step - 1) // grid_step + 1
     gw = (w + grid_step - 1) // grid_step + 1
     coarse = np.empty((gh, gw, 2), np.float32)
+    c0 = np.ascontiguousarray(coef[:n, 0])
+    c1 = np.ascontiguousarray(coef[:n, 1])
     for gi in range(gh):
         y = float(gi * grid_step)
         for gj in range(gw):
@@ -345,12 +347,10 @@ def tps_flow(h, w, sources, displacements, grid_step, smoothing, window):
             px, py = (x - sh0) / sc0, (y - sh1) / sc1
             v0 = coef[n, 0] + coef[n + 1, 0] * px + coef[n + 2, 0] * py
             v1 = coef[n, 1] + coef[n + 1, 1] * px + coef[n + 2, 1] * py
+            _tps_row(x, y, tx, ty, r2, mant, ex, kv)
             for k in range(n):
-                dx = x - t[k, 0]
-                dy = y - t[k, 1]
-                kv = _tps(dx * dx + dy * dy)
-                v0 += kv * coef[k, 0]
-                v1 += kv * coef[k, 1]
+                v0 += kv[k] * c0[k]
+                v1 += kv[k] * c1[k]
             coarse[gi, gj, 0] = v0
             coarse[gi, gj, 1] = v1
     for i in range(h):
