@@ -2,8 +2,11 @@
 and its cost per face on this CPU.
 
     python -m benchmarks.keepsmiling [--model models/keepsmiling_split.pt2] [--faces 6]
-        [--groups 3] [--sheet /work/data/keepsmiling/group.png]
+        [--groups 3] [--split test|val] [--sheet /work/data/keepsmiling/group.png]
         [--json benchmarks/results/keepsmiling.json]
+
+``--split val`` runs the same on the validation split's faces: the effect's constants
+(translation gain, mask, lift) were chosen there, and the test split's figures are reported.
 
 1. **Group photos** (:func:`heldout_group`): CelebA photos of the face data set's *test* split
    (``/work/data/faces``, never used for training or for the translation ``t``) that CelebA
@@ -39,11 +42,13 @@ FACES = Path("/work/data/faces")
 CELEBA = ROOT / ".." / "shared" / "data" / "train" / "celeba" / "images"
 
 
-def heldout_rows(root=FACES, max_smile: float = 0.3, max_yaw: float = 10.0) -> List[dict]:
-    """Index rows of held-out (test split) non-smiling frontal CelebA faces (module docstring)."""
+def heldout_rows(root=FACES, max_smile: float = 0.3, max_yaw: float = 10.0,
+                 split: str = "test") -> List[dict]:
+    """Index rows of held-out (test split) non-smiling frontal CelebA faces (module docstring);
+    ``split="val"``: the validation split's, on which the effect's constants were chosen."""
     with open(Path(root) / "index.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return [r for r in rows if r["set"] == "celeba" and r["split"] == "test"
+    return [r for r in rows if r["set"] == "celeba" and r["split"] == split
             and r["found"] == "1" and r.get("Smiling") == "0" and r.get("est_smile")
             and float(r["est_smile"]) < max_smile and abs(float(r["yaw"])) < max_yaw]
 
@@ -134,6 +139,7 @@ def evaluate_group(image, tiles, model, strength=1.0, embedder=None) -> dict:
     return dict(faces_tracked=len(faces), faces_edited=len(jobs), per_face=per_face,
                 outside_mouths_changed_px=int((changed & ~support).sum()),
                 inside_mouths_changed_px=int((changed & support).sum()),
+                lifts=[round(float(d["lift"]), 3) for d in eff.last],
                 second_run_edited=len(jobs2),
                 second_run_changed_px=int(np.any(again != out, axis=2).sum()),
                 second_run_smiles=[round(d["smile"], 3) for d in eff2.last]), out, again
@@ -202,7 +208,7 @@ def astronaut_sheet(model, out_path) -> dict:
 
 def gans_sheet(split, out_path, simple=None, complex_=None, tile: int = 96) -> None:
     """The astronaut's 64 px mouth crop through the three set-ups: SplitGAN
-    ``De(E(x) + s t)`` for s = -2..2 (s = 0 the reconstruction), ComplexGAN ``G(x, 0)`` and
+    ``De(E(x) + s t)`` for s = -4, -2, 0, 2, 4 (0: the reconstruction), ComplexGAN ``G(x, 0)`` and
     ``G(x, 1)``, and eight SimpleGAN smiles from fixed noise (``.pt2`` paths of the latter)."""
     from tests.realdata import astronaut_bgr
     from warpcam.realtime.effects.keep_smiling import face_mouth_box, network_crops
@@ -214,7 +220,7 @@ def gans_sheet(split, out_path, simple=None, complex_=None, tile: int = 96) -> N
         face = tr.track(img)[0]
     box = face_mouth_box(face.landmarks, img.shape)[0]
     x = network_crops(FrameCrops(None, img), [box], img.shape)
-    strengths = [-2.0, -1.0, 0.0, 1.0, 2.0]
+    strengths = [-4.0, -2.0, 0.0, 2.0, 4.0]  # the effect's strength 1 is 4 t
     edit, _ = split(np.repeat(x, len(strengths), 0), np.array(strengths))
     rows = [[x[0]] + list(edit)]
     if complex_:
@@ -242,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", type=int, default=6, help="faces per group photo")
     ap.add_argument("--groups", type=int, default=3)
     ap.add_argument("--strength", type=float, default=1.0)
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="held-out faces of this split (val: where the constants were chosen)")
     ap.add_argument("--sheet", default=None,
                     help="before/after PNG of the first group (CelebA: keep it out of the repo)")
     ap.add_argument("--astronaut", default=None, help="astronaut before/after PNG (docs)")
@@ -257,7 +265,7 @@ def main(argv=None) -> int:
     embedder, why = load_embedder()
     if why:
         print(why)
-    rows = heldout_rows(a.data)
+    rows = heldout_rows(a.data, split=a.split)
     groups, first = [], None
     for g in range(a.groups):
         img, tiles, ids = heldout_group(rows, a.faces, start=g * a.faces)
@@ -278,6 +286,10 @@ def main(argv=None) -> int:
     summary = dict(
         faces=len(faces), measured=len(ok),
         smile_rose=sum(f["smile_after"] > f["smile_before"] for f in ok),
+        smile_not_rising=[f"{g['ids'][i]}: {f['smile_before']:.3f} -> {f['smile_after']:.3f}"
+                          for g in groups for i, f in enumerate(g["per_face"])
+                          if f["smile_before"] is not None and f["smile_after"] is not None
+                          and not f["smile_after"] > f["smile_before"]],
         smile_crossed_05=sum(f["smile_after"] >= 0.5 for f in ok),
         smile_before_mean=round(float(np.mean([f["smile_before"] for f in ok])), 3),
         smile_after_mean=round(float(np.mean([f["smile_after"] for f in ok])), 3),
@@ -299,8 +311,13 @@ def main(argv=None) -> int:
     if a.gans:
         gans_sheet(model, a.gans, a.simple, a.complex)
     if a.json:
+        from warpcam.realtime.effects import keep_smiling as ks
+        constants = {k: getattr(ks, k) for k in (
+            "TRANSLATION_GAIN", "MASK_RX", "MASK_RY", "MASK_FEATHER", "LIFT_MAX", "LIFT_STEP",
+            "LIFT_FOLLOW", "LIFT_MARGIN", "LIFT_MIN_DET", "LIP_MARGIN")}
         write_json(a.json, dict(summary=summary, groups=groups, cost=cost, astronaut=astro,
-                                model=str(model.path), strength=a.strength,
+                                model=str(model.path), strength=a.strength, split=a.split,
+                                constants=constants,
                                 identity=embedder.name if embedder else why))
     return 0
 

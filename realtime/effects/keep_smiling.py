@@ -66,7 +66,7 @@ CROP = 64
 #: Mask radii (fractions of ``|a|`` along the mouth and ``|b|`` across it) and the feather share
 #: of the radius: the mouth corners (at about 0.7 of the radius along the mouth) and where the
 #: lift moves them lie in the mask's full-strength core.
-MASK_RX, MASK_RY, MASK_FEATHER, MASK_BORDER = 1.1, 0.9, 0.35, 0.06
+MASK_RX, MASK_RY, MASK_FEATHER, MASK_BORDER = 1.4, 0.9, 0.35, 0.06
 #: latent translation applied per unit of ``--strength``: ``De(E(x) + GAIN * strength * t)``.
 #: The bundled CPU SplitGAN's decoded mouth barely changes at 1 x t (faint lighter teeth, no
 #: smile); at about 4 x t it draws a smiling mouth (teeth, raised corner lines). Chosen on the
@@ -82,6 +82,10 @@ TRANSLATION_GAIN = 4.0
 LIFT_MAX, LIFT_STEP, LIFT_FOLLOW, LIFT_MARGIN = 4.0, 0.125, 0.35, 0.2
 #: the lift is shrunk (x 0.7) until the warp is fold-free: Jacobian determinant above this
 LIFT_MIN_DET = 0.25
+#: the decoded mouth replaces the frame only within this many mouth widths of the outer lip
+#: contour (then fades over as many): beyond it the 64 px output paints pale smears on the
+#: skin at the translation strength that draws a smile (None: no limit)
+LIP_MARGIN = 0.12
 GAIN_RANGE = (0.5, 2.0)
 #: a change of the decoded mouth (RGB [0, 1], max over channels) from which the network's
 #: output replaces the frame fully (attention 0)
@@ -213,6 +217,42 @@ def mouth_mask(h: int, w: int, centre, axis, across) -> np.ndarray:
     r = np.sqrt(((du * ea[0] + dv * ea[1]) / ra) ** 2 + ((du * eb[0] + dv * eb[1]) / rb) ** 2)
     m = smoothstep((1.0 - r) / MASK_FEATHER).astype(np.float32)
     return (m * border_window(h, w, MASK_BORDER)).astype(np.float32)
+
+
+def lips_mask(landmarks, grid) -> np.ndarray:
+    """``h x w`` float32 in [0, 1] on the job's crop ``grid``: 1 inside the outer lip contour
+    grown by ``LIP_MARGIN`` mouth widths, falling to 0 over another ``LIP_MARGIN`` (where the
+    decoded mouth may replace the frame; the network's 64 px output elsewhere is a blurred
+    guess at skin)."""
+    ox, oy, w, h = grid
+    p = np.asarray(landmarks, np.float64)[:, :2]
+    mw = float(np.linalg.norm(p[lm.MOUTH_LEFT_CORNER] - p[lm.MOUTH_RIGHT_CORNER]))
+    ring = lm.LIPS_OUTER_UPPER + lm.LIPS_OUTER_LOWER[::-1]
+    poly = np.round((p[ring] - [ox, oy]) * 4).astype(np.int32)
+    inside = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(inside, [poly], 1, shift=2)
+    dist = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 3)
+    m = max(LIP_MARGIN * mw, 1.0)
+    return (1.0 - smoothstep((dist - m) / m)).astype(np.float32)
+
+
+def mask_axes(a_vec, b) -> tuple:
+    """``(axis, across)`` half-axis vectors (frame pixels) of the mouth mask ellipse."""
+    return (MASK_RX * np.asarray(a_vec, np.float64),
+            MASK_RY * float(np.linalg.norm(b)) * np.array([0.0, 1.0]))
+
+
+def paste_box(box, f0, a_vec, b, frame_shape) -> tuple:
+    """The frame box of a face's job: the network's mouth box grown to hold the mask ellipse
+    (which reaches past the box along the mouth), clamped to the frame."""
+    axis, across = mask_axes(a_vec, b)
+    ra, rb = float(np.linalg.norm(axis)), float(np.linalg.norm(across))
+    ea = axis / max(ra, 1e-9)
+    hx = math.hypot(ra * ea[0], rb * ea[1])
+    hy = math.hypot(ra * ea[1], rb * ea[0])
+    H, W = frame_shape[:2]
+    return (max(min(box[0], f0[0] - hx), 0.0), max(min(box[1], f0[1] - hy), 0.0),
+            min(max(box[2], f0[0] + hx), float(W)), min(max(box[3], f0[1] + hy), float(H)))
 
 
 def network_crops(crops: FrameCrops, boxes: Sequence, frame_shape) -> np.ndarray:
@@ -367,7 +407,7 @@ class KeepSmilingEffect(Effect):
         geo = []
         for face in faces:
             box, f0, a_vec, b = face_mouth_box(face.landmarks, frame.shape)
-            grid = pixel_grid_of(box, frame.shape)
+            grid = pixel_grid_of(paste_box(box, f0, a_vec, b, frame.shape), frame.shape)
             if grid[2] >= 8 and grid[3] >= 8:
                 geo.append((face, box, f0, a_vec, b, grid))
         self.tracks = {k: v for k, v in self.tracks.items()
@@ -440,8 +480,7 @@ class KeepSmilingEffect(Effect):
                                   borderMode=cv2.BORDER_REPLICATE)
 
         centre = np.asarray(f0) - [ox, oy]
-        mask = mouth_mask(h, w, centre, MASK_RX * np.asarray(a_vec),
-                          MASK_RY * np.linalg.norm(b) * np.array([0.0, 1.0]))
+        mask = mouth_mask(h, w, centre, *mask_axes(a_vec, b))
         rec_up, edit_up = up(recon), up(edit)
         wm = mask > 0.05
         if wm.sum() >= 16:  # colour match: the map that takes recon's colours to the face's
@@ -456,6 +495,8 @@ class KeepSmilingEffect(Effect):
         # where the translation changes the mouth
         change = cv2.GaussianBlur(np.abs(edit - recon).max(axis=0), (0, 0), 1.0)
         att = 1.0 - smoothstep(up(change[None]) / CHANGE_SCALE)
+        if LIP_MARGIN is not None:  # the decoded mouth only on and around the lips
+            att = np.maximum(att, 1.0 - lips_mask(face.landmarks, (ox, oy, w, h)))
         flow, corner_shift = np.zeros((h, w, 2), np.float32), np.zeros((2, 2))
         if abs(lift) > 1e-3:
             # the corners move (the frame through the flow, the decoded mouth with it)
