@@ -176,29 +176,34 @@ def cost_per_face(image, model, iters: int = 20) -> dict:
                 threads=torch.get_num_threads(), iters=iters)
 
 
-def astronaut_sheet(model, out_path) -> dict:
+def astronaut_sheet(model, out_path, threshold: float = 0.8) -> dict:
     """The astronaut (public domain; she smiles already): input, ``--strength -1`` (the gate
-    edits only smiling faces: her smile is removed), then ``--keep-smiling`` (+1) on that
-    output, with the mouth regions enlarged below; the AU smile score of each."""
+    edits only smiling faces: her smile is reduced), then ``--keep-smiling`` (+1) on that
+    output with ``--keep-smiling-threshold`` ``threshold`` (her reduced smile still scores
+    above the default 0.5, where the gate would leave her alone), with the mouth regions
+    enlarged below; the AU smile score of each."""
     from tests.realdata import astronaut_bgr
     from warpcam.realtime.au import estimate_image
     img = astronaut_bgr()
     off, jobs, _, _ = edit_photo(img, model, -1.0)
-    on, jobs_on, _, _ = edit_photo(off, model, 1.0)
+    on, jobs_on, _, _ = edit_photo(off, model, 1.0, threshold=threshold)
     cols = [img, off, on]
     info = dict(smile_input=float(estimate_image(img, 1)[0].smile),
                 smile_after_minus1=float(estimate_image(off, 1)[0].smile),
                 smile_after_minus1_then_plus1=float(estimate_image(on, 1)[0].smile),
-                edited=[len(jobs), len(jobs_on)])
+                edited=[len(jobs), len(jobs_on)], threshold_of_plus1=threshold,
+                smile_after_minus1_then_plus1_default_gate_edits=len(
+                    edit_photo(off, model, 1.0)[1]))
     x0, y0, x1, y1 = (int(v) for v in jobs[0].meta["box"])
     zoom = [cv2.resize(c[y0:y1, x0:x1], (512, int(512 * (y1 - y0) / (x1 - x0))),
                        interpolation=cv2.INTER_CUBIC) for c in cols]
     sheet = np.vstack([np.hstack(cols), np.hstack(zoom)])
     labels = [f"input (smile {info['smile_input']:.2f})",
               f"--strength -1 ({info['smile_after_minus1']:.2f})",
-              f"then --keep-smiling ({info['smile_after_minus1_then_plus1']:.2f})"]
+              f"then --keep-smiling, threshold {threshold:g} "
+              f"({info['smile_after_minus1_then_plus1']:.2f})"]
     for i, lab in enumerate(labels):
-        cv2.putText(sheet, lab, (i * 512 + 10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.75,
+        cv2.putText(sheet, lab, (i * 512 + 10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     (255, 255, 255), 2, cv2.LINE_AA)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_path), cv2.resize(sheet, None, fx=0.75, fy=0.75,

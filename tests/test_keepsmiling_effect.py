@@ -186,3 +186,31 @@ def test_command_line_edits_the_photo(group, edited, tmp_path):
     assert cli.main(["--input", str(src), "--output", str(tmp_path / "o2.png"),
                      "--keep-smiling", "--keep-smiling-model", str(tmp_path / "no.pt2"),
                      "--quiet"]) != 0
+
+
+#: the benchmark's other two held-out groups (benchmarks.keepsmiling, test split)
+MORE_NOT_SMILING = ("000285", "000337", "000550", "000594", "000615", "000679",
+                    "000687", "000848", "000933", "000998", "001159", "001164")
+
+
+@pytest.mark.xfail(strict=True, reason="missed on 2 of these 12 faces: 000848's AU12 measure rests "
+                   "0.21 eye widths below the population neutral (score 0.020, the floor) and "
+                   "does not move; 000550 rises (0.040 -> 0.075) but stays below 0.5, so a "
+                   "second run edits both again; README 'KeepSmiling'")
+def test_every_face_of_the_other_held_out_groups_rises_and_a_second_run_changes_nothing(model):
+    from benchmarks.keepsmiling import edit_photo, heldout_group, tile_scores
+    if not CELEBA.exists():
+        pytest.skip(f"{CELEBA} not present (../shared/data/train is beside the checkout)")
+    assert all(split_of(f"image:celeba/{i}") == "test" for i in MORE_NOT_SMILING)
+    rises, again_edited = [], 0
+    for g in range(2):
+        ids = MORE_NOT_SMILING[6 * g:6 * g + 6]
+        rows = [dict(id=f"celeba/{i}", source=f"{i}.jpg") for i in ids]
+        img, tiles, _ = heldout_group(rows, len(rows), cols=3, celeba=CELEBA)
+        out, jobs, _, faces = edit_photo(img, model, 1.0)
+        assert len(jobs) == len(faces) == len(ids)
+        rises += [(i, b["smile"], a["smile"]) for i, b, a in
+                  zip(ids, tile_scores(img, tiles), tile_scores(out, tiles))]
+        again_edited += len(edit_photo(out, model, 1.0)[1])
+    assert all(a > b for _, b, a in rises), rises
+    assert again_edited == 0
