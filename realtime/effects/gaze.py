@@ -71,10 +71,11 @@ def eye_visibility(image: np.ndarray, face: Face, side: str, k: int) -> float:
     """
     p = face.landmarks
     poly = lm.eye_contour(p, side)
-    x0 = max(int(math.floor(poly[:, 0].min())) - 1, 0)
-    y0 = max(int(math.floor(poly[:, 1].min())) - 1, 0)
-    x1 = int(math.ceil(poly[:, 0].max())) + 2
-    y1 = int(math.ceil(poly[:, 1].max())) + 2
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    x0 = max(int(math.floor(lo[0])) - 1, 0)
+    y0 = max(int(math.floor(lo[1])) - 1, 0)
+    x1 = int(math.ceil(hi[0])) + 2
+    y1 = int(math.ceil(hi[1])) + 2
     crop = image[y0:y1, x0:x1]
     if crop.shape[0] < 3 or crop.shape[1] < 3:
         return 1.0
@@ -212,8 +213,8 @@ class _EyeContactState:
 
 def eye_fade(face: Face, k: int, fade_face: float) -> float:
     """Per-eye fade: the face's fade times the blink fade and the iris reliability."""
-    return fade_face * fade_between(-float(face.eye_openness[k]), -0.20, -0.12) * float(
-        np.clip(face.iris_confidence[k] * 2.0, 0.0, 1.0))
+    return fade_face * fade_between(-float(face.eye_openness[k]), -0.20, -0.12) * min(
+        max(float(face.iris_confidence[k]) * 2.0, 0.0), 1.0)
 
 
 class GazePlanner:
@@ -336,8 +337,10 @@ class LandmarkEyeWarp:
         upper, lower, iris_c = crop_pts[:n_up], crop_pts[n_up:-1], crop_pts[-1]
         rad = 0.5 * iris_d / scale
         key = (face.track_id, side)
-        signature = np.concatenate([crop_pts.ravel(), [rad, crop_w, crop_h], shift_crop])
-        fields = self.cache.get(key, signature) if self.cache is not None else None
+        signature = fields = None
+        if self.cache is not None:
+            signature = np.concatenate([crop_pts.ravel(), [rad, crop_w, crop_h], shift_crop])
+            fields = self.cache.get(key, signature)
         if fields is None:
             ew = iris_shift_flow(crop_h, crop_w, upper, lower, iris_c, rad, shift_crop,
                                  s.lid_follow)

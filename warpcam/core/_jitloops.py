@@ -75,7 +75,7 @@ def jacobian_det_min(flow):
 
 
 # ------------------------------------------------------------------------------ iris warp
-@njit(**_JIT)
+@njit(error_model="numpy", **_JIT)
 def iris_trailing(dist, dhx, dhy):
     """``clip(n . d_hat, 0, 1)`` with ``n`` the normalised central-difference gradient of the
     distance map (``h x w`` float32): the un-blurred trailing-lid weight."""
@@ -89,7 +89,7 @@ def iris_trailing(dist, dhx, dhy):
             sx = np.float32(0.5) if (j1 - j0) == 2 else np.float32(1.0)
             gx = (dist[i, j1] - dist[i, j0]) * sx if j1 > j0 else np.float32(0.0)
             gy = (dist[i1, j] - dist[i0, j]) * sy if i1 > i0 else np.float32(0.0)
-            gn = math.hypot(gx, gy) + 1e-6
+            gn = math.sqrt(gx * gx + gy * gy) + 1e-6
             out[i, j] = _clip01((gx * dhx + gy * dhy) / gn)
     return out
 
@@ -106,12 +106,13 @@ def _interp_sorted(x, xp, fp):
     return fp[k] + t * (fp[k + 1] - fp[k])
 
 
-@njit(**_JIT)
+@njit(error_model="numpy", **_JIT)
 def iris_fields(dist, trailing, mask, cx, cy, radius, sx, sy, lift_up, lift_lo, u_lo, span,
                 upper_out, lower_out):
     """Flow (``h x w x 2`` float32), reveal (``h x w`` float32) and the minimum Jacobian
     determinant of the iris warp, from the distance map and the blurred trailing weight (the
-    per-pixel part of :func:`warpcam.core.eyewarp._iris_shift_flow`)."""
+    per-pixel part of :func:`warpcam.core.eyewarp._iris_shift_flow`). Per-pixel distances by
+    ``sqrt`` rather than ``math.hypot`` (a libm call, most of this loop's time before)."""
     h, w = dist.shape
     L = math.hypot(sx, sy)
     bandk = max(1.15 * L - 0.5, 0.0)
@@ -142,7 +143,7 @@ def iris_fields(dist, trailing, mask, cx, cy, radius, sx, sy, lift_up, lift_lo, 
             if inside:
                 band = 1.0 + bandk * trailing[i, j]
                 m_lid = _clip01(max(dist[i, j], 0.0) / band)
-            rho = math.hypot(j - cnx, i - cny)
+            rho = math.sqrt((j - cnx) * (j - cnx) + (i - cny) * (i - cny))
             W = min(1.0 - _smooth((rho - r_in) / band_i), m_lid)
             fx = sx * W
             fy = sy * W
@@ -162,7 +163,8 @@ def iris_fields(dist, trailing, mask, cx, cy, radius, sx, sy, lift_up, lift_lo, 
             flow[i, j, 0] = f0
             flow[i, j, 1] = f1
             qx, qy = j + f0, i + f1
-            in_iris = _smooth(0.95 * radius - math.hypot(qx - cx, qy - cy))
+            dq = math.sqrt((qx - cx) * (qx - cx) + (qy - cy) * (qy - cy))
+            in_iris = _smooth(0.95 * radius - dq)
             out_new = _smooth(rho - radius)
             reveal[i, j] = in_iris * out_new * mask[i, j]
     return flow, reveal, jacobian_det_min(flow)
@@ -173,15 +175,17 @@ def eye_alpha(mask, flow):
     """The gaze job's alpha: ``GaussianBlur(dilate(mask, 3 x 3), 3 x 3)`` (kernel 1/4, 1/2,
     1/4, border reflected without the edge pixel, as OpenCV), set to 1 where the flow moves."""
     h, w = mask.shape
-    dil = np.empty((h, w), np.float32)
+    # 3 x 3 maximum, rows then columns (clamped neighbours repeat a pixel: the same maximum)
+    rmax = np.empty((h, w), np.float32)
     for i in range(h):
         for j in range(w):
-            m = mask[i, j]
-            for di in range(max(i - 1, 0), min(i + 2, h)):
-                for dj in range(max(j - 1, 0), min(j + 2, w)):
-                    if mask[di, dj] > m:
-                        m = mask[di, dj]
-            dil[i, j] = m
+            jl, jr = max(j - 1, 0), min(j + 1, w - 1)
+            rmax[i, j] = max(mask[i, jl], max(mask[i, j], mask[i, jr]))
+    dil = np.empty((h, w), np.float32)
+    for i in range(h):
+        il, ir = max(i - 1, 0), min(i + 1, h - 1)
+        for j in range(w):
+            dil[i, j] = max(rmax[il, j], max(rmax[i, j], rmax[ir, j]))
     q, hf = np.float32(0.25), np.float32(0.5)
     row = np.empty((h, w), np.float32)
     for i in range(h):

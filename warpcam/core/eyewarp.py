@@ -15,6 +15,7 @@ centres at integers; ``out(p) = in(p + flow(p))``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -73,8 +74,11 @@ def iris_shift_flow(h: int, w: int, upper: np.ndarray, lower: np.ndarray, iris_c
     c = np.asarray(iris_centre, np.float64)
     upper = np.asarray(upper, np.float64)
     lower = np.asarray(lower, np.float64)
-    if not (iris_radius > 0 and np.isfinite(shift).all() and np.isfinite(c).all()
-            and np.isfinite(upper).all() and np.isfinite(lower).all()):
+    # one finiteness test for all inputs: a NaN or an infinity anywhere makes the sum
+    # non-finite (the inputs are pixel coordinates: a finite sum cannot overflow)
+    if not (iris_radius > 0 and math.isfinite(float(upper.sum()) + float(lower.sum())
+                                              + float(shift[0]) + float(shift[1])
+                                              + float(c[0]) + float(c[1]))):
         raise ValueError(f"bad iris geometry: radius={iris_radius}, centre={c}, shift={shift}")
     loops = _jit.load(_JIT_MODULE)
     for _ in range(8):

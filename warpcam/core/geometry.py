@@ -100,7 +100,12 @@ def polygon_mask(poly: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def smoothstep(x):
-    """Cubic smoothstep clamped to [0, 1]: 0 for x <= 0, 1 for x >= 1; slope at most 1.5."""
+    """Cubic smoothstep clamped to [0, 1]: 0 for x <= 0, 1 for x >= 1; slope at most 1.5.
+    A Python or NumPy scalar gives a float (without ``np.clip``'s few microseconds per call:
+    the effects call this several times per face and frame), an array an array."""
+    if isinstance(x, (float, int, np.floating, np.integer)):
+        x = min(max(float(x), 0.0), 1.0)
+        return x * x * (3.0 - 2.0 * x)
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
 
