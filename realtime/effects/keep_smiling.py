@@ -114,8 +114,10 @@ class KeepSmilingSettings:
                             help="make every non-smiling face smile (KeepSmiling SplitGAN, "
                                  "seed 003); faces that smile already are left alone")
     strength: float = setting(1.0, flag="--strength", lo=-2.0, hi=2.0, step=0.1,
-                              help="KeepSmiling latent translation strength: 1 adds the mean "
-                                   "smile, 0 changes nothing, < 0 removes smiles instead")
+                              help="KeepSmiling strength: 1 decodes the latent translation at "
+                                   f"{TRANSLATION_GAIN:g} t and lifts the mouth corners as far as "
+                                   "the AU estimator needs to read a smile; 0 changes nothing, "
+                                   "< 0 removes smiles instead")
     threshold: float = setting(0.5, flag="--keep-smiling-threshold", lo=0.0, hi=1.0,
                                help="AU estimator smile score from which a face counts as "
                                     "smiling (0.5: GENKI-4K's boundary)")
