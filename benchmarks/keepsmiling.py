@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import time
 from pathlib import Path
 from typing import List
@@ -173,7 +174,8 @@ def cost_per_face(image, model, iters: int = 20) -> dict:
                 per_face_p50_ms=round(float(np.percentile(ts, 50)), 2),
                 per_face_p99_ms=round(float(np.percentile(ts, 99)), 2),
                 network_per_face_p50_ms=round(float(np.percentile(net, 50)), 2),
-                threads=torch.get_num_threads(), iters=iters)
+                threads=torch.get_num_threads(), iters=iters,
+                load_average_1min=round(os.getloadavg()[0], 2))
 
 
 def astronaut_sheet(model, out_path, threshold: float = 0.8) -> dict:

@@ -119,6 +119,10 @@ def test_lift_is_the_least_that_reads_as_a_smile(group, edited):
         assert scores[2] >= 0.5 + ks.LIFT_MARGIN or k == ks.LIFT_MAX
         assert k == ks.LIFT_STEP or scores[1] < 0.5 + ks.LIFT_MARGIN
         assert ks.lift_needed(face, neutral, 1.0, 1.0) == ks.LIFT_MAX
+        # the AU12 measure is linear in the lift (what lift_needed relies on)
+        a12 = [ks._moved_measures(face, v)["AU12"] for v in (0.0, 1.0, 2.5)]
+        assert a12[2] - a12[0] == pytest.approx(2.5 * (a12[1] - a12[0]), rel=1e-6)
+        assert a12[1] > a12[0]
     lifts = [d["lift"] for d in edited["eff"].last if d["edited"]]
     assert lifts and all(0 < v <= ks.LIFT_MAX for v in lifts)
     for j in edited["jobs"]:  # the warp moves nothing where the mask keeps the frame

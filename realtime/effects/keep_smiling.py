@@ -281,10 +281,9 @@ _MOVED = [lm.MOUTH_RIGHT_CORNER, lm.MOUTH_LEFT_CORNER] + list(LIPS_INDEX)
 _NONE = np.zeros((0, 2))
 
 
-def predicted_smile(face: Face, neutral: dict, lift: float) -> float:
-    """The AU estimator's smile score of ``face`` once the mouth corners and lips have moved by
-    ``LIFT_FOLLOW`` times the landmark smile's displacement at strength ``lift`` (``neutral``:
-    the estimator's neutral for this face)."""
+def _moved_measures(face: Face, lift: float) -> dict:
+    """The AU estimator's raw measures of ``face`` once the mouth corners and lips have moved by
+    ``LIFT_FOLLOW`` times the landmark smile's displacement at strength ``lift``."""
     from warpcam.realtime import au
     from warpcam.realtime.effects.smile import mouth_displacements
     p = np.asarray(face.landmarks, np.float64)[:, :2].copy()
@@ -293,17 +292,31 @@ def predicted_smile(face: Face, neutral: dict, lift: float) -> float:
     _, d = mouth_displacements(dict(corners=q[:2], lips=q[2:], cheeks=_NONE, anchors=_NONE),
                                lift, mw)
     p[_MOVED] += LIFT_FOLLOW * (d[:len(_MOVED)] @ R.T)
-    pts = np.concatenate([p, np.asarray(face.z, np.float64)[:, None]], axis=1)
-    return au.smile_score(au.intensities(au.measure(pts), neutral))
+    return au.measure(np.concatenate([p, np.asarray(face.z, np.float64)[:, None]], axis=1))
+
+
+def predicted_smile(face: Face, neutral: dict, lift: float) -> float:
+    """The AU estimator's smile score of ``face`` with its corners and lips moved as
+    :func:`_moved_measures` (``neutral``: the estimator's neutral for this face)."""
+    from warpcam.realtime import au
+    return au.smile_score(au.intensities(_moved_measures(face, lift), neutral))
 
 
 def lift_needed(face: Face, neutral: dict, threshold: float, sign: float) -> float:
     """The least lift ``k`` in ``(0, LIFT_MAX]`` (a multiple of ``LIFT_STEP``) for which
     :func:`predicted_smile` is at least ``threshold + LIFT_MARGIN`` (``sign > 0``) or below
     ``threshold - LIFT_MARGIN`` (``sign < 0``, lowering the corners); ``LIFT_MAX`` when none
-    is (bisection: the score is monotonic in ``k``)."""
+    is. The moved points enter the AU12 measure linearly (the head frame rests on points that do
+    not move, and the displacement is linear in ``k`` for one sign), so two measures give it for
+    every ``k``; the score is monotonic in it (bisection on the grid)."""
+    from warpcam.realtime import au
+    raw0 = _moved_measures(face, 0.0)
+    slope = _moved_measures(face, math.copysign(1.0, sign))["AU12"] - raw0["AU12"]
+
     def ok(k):
-        v = predicted_smile(face, neutral, math.copysign(k, sign))
+        raw = dict(raw0)
+        raw["AU12"] = raw0["AU12"] + slope * k
+        v = au.smile_score(au.intensities(raw, neutral))
         return v >= threshold + LIFT_MARGIN if sign > 0 else v < threshold - LIFT_MARGIN
     lo, hi = 0, int(round(LIFT_MAX / LIFT_STEP))
     if not ok(hi * LIFT_STEP):
