@@ -29,10 +29,12 @@ Convention block:
   mask to the face's (spread ratio clipped to [0.5, 2]). ``attention`` (GANimation's blend,
   1 = keep the frame) is ``1 - smoothstep(|edit - recon| / CHANGE_SCALE)`` (max over channels,
   blurred by 1 px at 64 px): the face keeps its own detail wherever the translation changes
-  nothing. ``alpha`` is a feathered ellipse on the mouth (centre ``f0``, radii 1.1 ``|a|``
-  along the mouth and 0.9 ``|b|`` across it, smoothstep edge over its outer 35 %, times a
-  6 % border window; before, 0.9 / 0.8 / 45 % faded the corners themselves): 0 on the crop
-  border, so every pixel outside the mouth ellipses keeps its exact bytes.
+  nothing, and only within ``LIP_MARGIN`` mouth widths of the outer lip contour. ``alpha`` is a
+  feathered ellipse on the mouth (centre ``f0``, radii 1.4 ``|a|`` along the mouth and 0.9
+  ``|b|`` across it, smoothstep edge over its outer 35 %, times a 6 % border window; the job's
+  crop is the network's box grown to hold it, :func:`paste_box`. Before, 0.9 / 0.8 / 45 % inside
+  the box faded the corners themselves): 0 on the crop border, so every pixel outside the mouth
+  ellipses keeps its exact bytes.
 - **Who is edited**: the AU estimator's smile score (:class:`warpcam.realtime.au.AUEstimator`,
   population neutral; 0.5 = GENKI-4K's smile boundary). With ``strength > 0`` faces scoring at
   least ``threshold`` are left alone (they smile already), so a second run over an output
@@ -64,8 +66,8 @@ from warpcam.realtime.runtime import ModelError, load_model
 MODEL_KIND = "warpcam.keepsmiling.split"
 CROP = 64
 #: Mask radii (fractions of ``|a|`` along the mouth and ``|b|`` across it) and the feather share
-#: of the radius: the mouth corners (at about 0.7 of the radius along the mouth) and where the
-#: lift moves them lie in the mask's full-strength core.
+#: of the radius: the mouth corners (at about half the radius along the mouth) and where the
+#: lift moves them lie in the mask's full-strength core. Chosen on the validation split.
 MASK_RX, MASK_RY, MASK_FEATHER, MASK_BORDER = 1.4, 0.9, 0.35, 0.06
 #: latent translation applied per unit of ``--strength``: ``De(E(x) + GAIN * strength * t)``.
 #: The bundled CPU SplitGAN's decoded mouth barely changes at 1 x t (faint lighter teeth, no
@@ -75,8 +77,8 @@ TRANSLATION_GAIN = 4.0
 #: Geometry: the mouth corners are lifted and widened by the landmark smile's AU12 displacement
 #: (:mod:`warpcam.realtime.effects.smile`) times a per-face factor ``k`` in [0, ``LIFT_MAX``],
 #: the least on a grid of ``LIFT_STEP`` for which the AU estimator, on the face's landmarks with
-#: the corners moved by ``LIFT_FOLLOW`` of that displacement (the tracker follows about half of
-#: a warp's corner motion, measured on the validation split), reads at least ``threshold +
+#: the corners moved by ``LIFT_FOLLOW`` of that displacement (the tracker follows a third to a
+#: half of a warp's corner motion, measured on the validation split), reads at least ``threshold +
 #: LIFT_MARGIN``; times ``|strength|``. The 64 px decoded mouth alone does not move the
 #: corners where the tracker, hence the estimator, sees them.
 LIFT_MAX, LIFT_STEP, LIFT_FOLLOW, LIFT_MARGIN = 4.0, 0.125, 0.35, 0.2
