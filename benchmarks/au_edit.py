@@ -206,6 +206,124 @@ def sheet(model, data: Path, out: Path, n_faces: int = 2, tile: int = 128,
     return out
 
 
+def _grid_share(a: np.ndarray) -> float:
+    """Share of the spectral energy of ``a`` (``H x W`` or ``H x W x C``, mean removed) on the
+    Nyquist row and column: a pattern of period 2 px (a checkerboard or stripes, what stride-2
+    transposed convolutions print before training evens them out). A photo has almost none."""
+    a = np.asarray(a, np.float64)
+    a = (a if a.ndim == 3 else a[..., None]) - a.mean(axis=(0, 1))
+    f = np.abs(np.fft.fft2(a, axes=(0, 1))) ** 2
+    n, m = a.shape[0] // 2, a.shape[1] // 2
+    return round(float((f[n, :].sum() + f[:, m].sum()) / max(f.sum(), 1e-12)), 4)
+
+
+def colour_check(model, figure=None) -> dict:
+    """Why the colour is noise where the mask opens (``--colour-check``), on the astronaut
+    (public domain): her aligned crop through the program at AU12 = 0 (0.001) and +1, RGB as
+    trained and BGR (a swapped feed); the colour output's L1 to the input and its mean (RGB,
+    [0, 1]); the period-2 share of the colour, the attention and the input at the network's own
+    resolution (before any upsampling); the live path (effect + CPU composite, resampled back
+    into the crop) against the model's composite computed here, straight and with R and B
+    swapped; and every generator weight against the seed's initialisation (``AUGAN`` built
+    after ``torch.manual_seed(seed)``, as ``training/au/train.py`` does): a correlation near 1
+    means training moved it little; that untrained generator's colour on the same crop.
+    ``figure``: PNG, rows AU12 0 and +1: input | colour output | attention (white keeps the
+    input) | model composite | live composite, 96 px shown x3."""
+    from tests.realdata import astronaut_bgr
+    from warpcam.core.geometry import border_window
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.effects.au_edit import AUEditEffect, AUEditSettings, aligned_affine
+    from warpcam.realtime.effects.base import FrameCrops
+    from warpcam.realtime.tracker import FaceTracker
+    img = astronaut_bgr()
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        face = tr.track(img)[0]
+    s = model.size
+    A = aligned_affine(face.landmarks, s)
+    x = FrameCrops(None, img).numpy(A[None], (s, s), 0.0, 1.0)  # (1, 3, s, s) RGB [0, 1]
+    xin = x[0].transpose(1, 2, 0)
+    k12 = model.au_names.index("AU12")
+    effect = AUEditEffect(AUEditSettings(), model)
+    win = border_window(s, s, effect.edge_margin)
+    res: dict = dict(face="astronaut (public domain), aligned crop %d px" % s,
+                     input_grid_share=_grid_share(xin),
+                     input_mean_rgb=[round(float(v), 3) for v in xin.reshape(-1, 3).mean(0)])
+    tiles = []
+    for lv in (0.0, 1.0):
+        ask = lv or 0.001  # the effect makes no job for a zero request
+        rel = np.zeros((1, len(model.au_names)), np.float32)
+        rel[0, k12] = ask
+        att, r = (v[0] for v in model(x, rel))
+        col = xin + r
+        py = xin + (win * (1.0 - att))[..., None] * r
+        eff = AUEditEffect(AUEditSettings(edit=f"AU12={ask}"), model,
+                           follow=1.0, cache=False)
+        out = CpuCompositor().composite(img, eff.jobs(img, [face], 0.0))
+        live = FrameCrops(None, out).numpy(A[None], (s, s), 0.0, 1.0)[0].transpose(1, 2, 0)
+        opened = win * (1.0 - att) > 0.3
+        row = dict(colour_l1=round(float(np.abs(col - xin).mean()), 3),
+                   colour_mean_rgb=[round(float(v), 3) for v in col.reshape(-1, 3).mean(0)],
+                   colour_grid_share=_grid_share(col),
+                   attention_mean=round(float(att.mean()), 4),
+                   attention_min=round(float(att.min()), 3),
+                   attention_grid_share=_grid_share(att), opened_px=int(opened.sum()))
+        if opened.any():
+            row.update(
+                opened_mean_rgb=dict(input=[round(float(v), 3) for v in xin[opened].mean(0)],
+                                     model=[round(float(v), 3) for v in py[opened].mean(0)],
+                                     live=[round(float(v), 3) for v in live[opened].mean(0)]),
+                live_vs_model_l1=[round(float(v), 4) for v in
+                                  np.abs(live - py)[opened].mean(0)],
+                live_vs_model_rb_swapped_l1=[round(float(v), 4) for v in
+                                             np.abs(live - py[..., ::-1])[opened].mean(0)])
+        xb = np.ascontiguousarray(x[:, ::-1])  # the same crop fed as BGR
+        _, rb = (v[0] for v in model(xb, rel))
+        row["bgr_feed"] = dict(colour_l1=round(float(np.abs(rb).mean()), 3),
+                               colour_mean=[round(float(v), 3) for v in
+                                            (xb[0].transpose(1, 2, 0) + rb).reshape(-1, 3)
+                                            .mean(0)])
+        res[f"AU12={lv:+g}"] = row
+
+        def up(a):
+            a = np.clip(a, 0.0, 1.0)
+            a = np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a[..., ::-1]
+            return cv2.resize((a * 255).round().astype(np.uint8), None, fx=3, fy=3,
+                              interpolation=cv2.INTER_NEAREST)
+        tiles.append(np.hstack([up(xin), up(col), up(att), up(py), up(live)]))
+    prog = getattr(getattr(model, "runtime", None), "program", None)
+    cfg, seed = model.meta.get("config"), model.meta.get("seed")
+    if prog is not None and cfg and seed is not None:
+        from warpcam.training.au.model import AUGAN, AUInference, AUNetConfig
+        torch.manual_seed(int(seed))
+        gen0 = AUGAN(AUNetConfig.from_dict(cfg)).G.eval()
+        g0 = gen0.state_dict()
+        with torch.no_grad():  # the untrained generator on the same crop, zero condition
+            _, r0 = AUInference(gen0)(torch.from_numpy(x),
+                                      torch.zeros(1, len(model.au_names)))
+        c0 = xin + r0[0].numpy().transpose(1, 2, 0)
+        res["seed_init_zero_condition"] = dict(colour_l1=round(float(np.abs(c0 - xin).mean()), 3),
+                                               colour_grid_share=_grid_share(c0))
+        corr = {}
+        for name, w in prog.state_dict.items():
+            k = name[2:] if name.startswith("g.") else name
+            if w.dim() == 4 and k in g0:
+                c = np.corrcoef(w.detach().flatten().float().numpy(), g0[k].flatten().numpy())
+                corr[k] = round(float(c[0, 1]), 3)
+        body = [v for k, v in corr.items() if not k.startswith("att.")]
+        res["weights_vs_seed_init"] = dict(
+            seed=int(seed), conv_layers=len(corr), correlation_min=min(body),
+            correlation_median=round(float(np.median(body)), 3), correlation_max=max(body),
+            colour_head=corr.get("color.weight"), attention_head=corr.get("att.weight"),
+            note="attention head re-initialised by the second run (--reset-attention)"
+            if model.meta.get("notes", "").find("re-initialised") >= 0 else "")
+    if figure:
+        figure = Path(figure)
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(figure), np.vstack(tiles), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"wrote {figure}")
+    return res
+
+
 def _frames(path) -> list:
     import av
     with av.open(str(path)) as c:
@@ -306,6 +424,10 @@ def main(argv=None) -> dict:
                     help="faces of the sheet (held-out ones stay out of the repository)")
     ap.add_argument("--video-figure", default=None, help="PNG: 4 frames of the AU12 clip, "
                     "input above output")
+    ap.add_argument("--colour-check", action="store_true", help="why the colour output is "
+                    "noise where the mask opens (colour_check), on the astronaut; writes "
+                    "benchmarks/results/au_colour_check.json")
+    ap.add_argument("--colour-figure", default=None, help="PNG of the colour check (astronaut)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["cost", "heldout", "video"])
     ap.add_argument("--tmp", default="/tmp/au_edit_bench")
     ap.add_argument("--json", action="store_true", help="write benchmarks/results/au_edit.json")
@@ -319,6 +441,13 @@ def main(argv=None) -> dict:
                              data=model.meta.get("training_data"),
                              sizes=model.meta.get("training_sizes"),
                              notes=model.meta.get("notes")))
+    if a.colour_check or a.colour_figure:
+        res["colour_check"] = colour_check(model, a.colour_figure)
+        print(json.dumps(res["colour_check"], indent=1), flush=True)
+        p = ROOT / "benchmarks" / "results" / "au_colour_check.json"
+        p.write_text(json.dumps(dict(model=res["model"], training=res["training"],
+                                     **res["colour_check"]), indent=2) + "\n")
+        print(f"wrote {p}")
     if "cost" not in a.skip:
         res["cost"] = frame_cost(model, a.iters)
         print(json.dumps(res["cost"]), flush=True)

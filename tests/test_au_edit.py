@@ -155,6 +155,63 @@ def test_composite_keeps_frame_detail_at_real_size(hd_frame_face):
     assert np.array_equal(out[y - 10:y + 10, x - 10:x + 10], frame[y - 10:y + 10, x - 10:x + 10])
 
 
+
+class RampModel:
+    """Attention 0 everywhere, a residual on **red only** (RGB channel 0) that falls along the
+    crop's x: ``-0.05 - 0.002 u``; fixed AU names and size like :class:`FakeModel`."""
+
+    size, au_names, au_scale = S, AUS, 5.0
+
+    def __call__(self, crops, rel):
+        n = crops.shape[0]
+        res = np.zeros((n, S, S, 3), np.float32)
+        res[..., 0] = -0.05 - 0.002 * np.arange(S, dtype=np.float32)
+        return np.zeros((n, S, S), np.float32), res
+
+
+def test_composite_is_the_models_rgb_edit_in_place(hd_frame_face):
+    """Issue 13's purple, grid-patterned mouth is not the composite's doing: an RGB residual
+    on red lands on the frame's red (BGR channel 2) only, at the crop pixel it was given for
+    (the fields are resampled without a shift; a half-pixel slip would read as 0.001 here), and
+    the bundled model's edit, composited live and cropped back, is the model's own composite
+    ``x + window (1 - A) residual`` in RGB (not with R and B swapped)."""
+    from warpcam.core.geometry import border_window
+    from warpcam.kernels.cpu import CpuCompositor
+    from warpcam.realtime.effects.base import FrameCrops
+    frame, face = hd_frame_face
+    A = aligned_affine(face.landmarks, S)
+    out = CpuCompositor().composite(frame, AUEditEffect(AUEditSettings(edit="AU12=1"),
+                                                        RampModel(), follow=1.0).jobs(
+        frame, [face], 0.0))
+    back = (FrameCrops(None, out).numpy(A[None], (S, S))[0]
+            - FrameCrops(None, frame).numpy(A[None], (S, S))[0])  # RGB, [0, 1]
+    inner = (slice(30, 66), slice(30, 66))  # window 1, skin not clipped at 0
+    assert np.abs(back[1:][(slice(None),) + inner]).max() < 1.5 / 255  # G and B untouched
+    u = np.arange(S, dtype=np.float64)[inner[1]]
+    want = -0.05 - 0.002 * u
+    got = back[0][inner].mean(0)
+    assert np.abs(got - want).max() < 1.5 / 255
+    assert abs(float(np.mean(got - want))) < 0.0005  # no shift: 0.002 per crop pixel
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no bundled au_edit.pt2")
+    m = load_au_model(device="cpu")
+    x = FrameCrops(None, frame).numpy(A[None], (m.size, m.size))
+    rel = np.zeros((1, len(m.au_names)), np.float32)
+    rel[0, m.au_names.index("AU12")] = 1.0
+    att, res = (v[0] for v in m(x, rel))
+    xin = x[0].transpose(1, 2, 0)
+    w = border_window(m.size, m.size, 0.12) * (1.0 - att)
+    model = xin + w[..., None] * res
+    out = CpuCompositor().composite(frame, AUEditEffect(AUEditSettings(edit="AU12=1"), m,
+                                                        follow=1.0).jobs(frame, [face], 0.0))
+    live = FrameCrops(None, out).numpy(A[None], (m.size, m.size))[0].transpose(1, 2, 0)
+    opened = w > 0.3
+    assert opened.sum() > 50  # the mask opens at the mouth
+    straight = np.abs(live - model)[opened].mean(0)
+    swapped = np.abs(live - model[..., ::-1])[opened].mean(0)
+    assert straight.max() < 0.08  # both resamplings soften the network's 2-px grid a little
+    assert swapped[0] > 2 * straight[0] and swapped[2] > 2 * straight[2]
+
 def test_still_face_reuses_the_network_and_condition_is_smoothed(hd_frame_face):
     frame, face = hd_frame_face
     m = FakeModel()
