@@ -124,18 +124,25 @@ def test_composite_keeps_frame_detail_at_real_size(hd_frame_face):
     job = jobs[0]
     A = aligned_affine(face.landmarks, S)
     real_side = S * np.hypot(A[0, 0], A[1, 0])   # the model crop's side in frame pixels
-    assert job.flow.shape[0] >= real_side > 2 * S
     assert np.allclose(job.crop_to_frame[:, :2], np.eye(2))  # unit scale, integer shift
     assert np.allclose(job.crop_to_frame[:, 2], job.crop_to_frame[:, 2].round())
-    # the box is the integer hull of the model crop's footprint (its four outer corners)
-    corners = np.array([[-0.5, -0.5, 1], [S - 0.5, -0.5, 1], [-0.5, S - 0.5, 1],
-                        [S - 0.5, S - 0.5, 1]]) @ A.T
+    # the box is the integer hull of the footprint of the crop rectangle where the edit can
+    # change a byte (AUEditEffect._support): for this model the lower half of the crop, one
+    # texel grown, at the face's real size
+    att, res = FakeModel()(np.zeros((1, 3, S, S), np.float32), np.zeros((1, len(AUS))))
+    u0, v0, u1, v1 = eff._support(att[0], res[0], S, 1.0)
+    assert (u0, v0, u1, v1) == (-1.0, S / 2 - 2, S, S)
+    rect = np.array([[u0, v0, 1], [u1, v0, 1], [u0, v1, 1], [u1, v1, 1]]) @ A.T
+    crop = np.array([[-0.5, -0.5, 1], [S - 0.5, -0.5, 1], [-0.5, S - 0.5, 1],
+                     [S - 0.5, S - 0.5, 1]]) @ A.T  # the model crop's outer corners
     x0, y0 = job.crop_to_frame[:, 2]
     h, w = job.flow.shape[:2]
+    assert w >= real_side > 2 * S and h >= 0.5 * real_side
     assert job.meta["box"] == (x0, y0, w, h)
-    assert x0 <= corners[:, 0].min() < x0 + 1 and y0 <= corners[:, 1].min() < y0 + 1
-    assert x0 + w - 2 <= corners[:, 0].max() <= x0 + w
-    assert y0 + h - 2 <= corners[:, 1].max() <= y0 + h
+    # the integer hull of the rectangle's footprint within that of the whole crop
+    lo = np.maximum(np.floor(rect.min(0)), np.floor(crop.min(0)))
+    hi = np.minimum(np.ceil(rect.max(0)), np.ceil(crop.max(0))) + 1
+    assert (x0, y0, x0 + w, y0 + h) == (lo[0], lo[1], hi[0], hi[1])
     assert job.alpha.shape == job.color.shape[:2] == (h, w)
     assert m.conds[0][0, AUS.index("AU12")] == pytest.approx(1.0)
     assert np.count_nonzero(m.conds[0]) == 1
@@ -294,6 +301,40 @@ def test_bundled_model_edits_only_the_face(hd_frame_face):
     p = face.landmarks
     w = p[:, 0].max() - p[:, 0].min()
     assert xs.min() > p[:, 0].min() - 0.5 * w and xs.max() < p[:, 0].max() + 0.5 * w
+
+
+def test_edit_box_narrows_to_where_bytes_can_change(hd_frame_face, monkeypatch):
+    """The job's box is cut to the footprint of the crop texels whose bound on the change is
+    half a grey level or more (AUEditEffect._support): run over the whole face box instead,
+    the bundled model changes no pixel outside the narrowed box, and inside it the two agree
+    within the last-bit differences of OpenCV's warp coordinates (another box origin)."""
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no bundled au_edit.pt2")
+    from warpcam.kernels.cpu import CpuCompositor
+    m = load_au_model(device="cpu")
+    frame, face = hd_frame_face
+    comp = CpuCompositor()
+    narrowed = 0
+    for edit in ("AU12=1", "AU04=1", "AU05=-1"):
+        got = {}
+        for narrow in (True, False):
+            eff = AUEditEffect(AUEditSettings(edit=edit), m, follow=1.0)
+            if not narrow:
+                monkeypatch.setattr(eff, "_support", lambda *a, **k: None)
+            jobs = eff.jobs(frame, [face], 0.0)
+            assert len(jobs) == 1
+            got[narrow] = (comp.composite(frame, jobs), jobs[0].meta["box"])
+        (out_n, (x0, y0, w, h)), (out_f, (fx0, fy0, fw, fh)) = got[True], got[False]
+        assert fx0 <= x0 and fy0 <= y0 and x0 + w <= fx0 + fw and y0 + h <= fy0 + fh
+        narrowed += (fw * fh) - (w * h)
+        changed = np.any(out_f != frame, axis=2)
+        assert changed.sum() > 500  # the edit did something
+        outside = changed.copy()
+        outside[y0:y0 + h, x0:x0 + w] = False
+        assert not outside.any(), (edit, int(outside.sum()))
+        d = np.abs(out_n.astype(int) - out_f.astype(int)).max(axis=2)
+        assert d.max() <= 4 and (d > 0).sum() <= 0.05 * changed.sum(), (edit, d.max())
+    assert narrowed > 0  # at least one edit's box really shrank
 
 
 def test_cli_video_keeps_frame_count(tmp_path):

@@ -56,7 +56,7 @@ import numpy as np
 
 from warpcam.core.geometry import (CropCache, border_window, fade_between, invert_affine,
                                    similarity_fit)
-from warpcam.core.types import Face, WarpJob
+from warpcam.core.types import Face, WarpJob, affine_box
 from warpcam.realtime.au import AU_DEFINITIONS, AU_NAMES, AUEstimator
 from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, FrameCrops,
                                            LiveSettings, SettingsError, setting, validate)
@@ -330,18 +330,53 @@ class AUEditEffect(Effect):
             self._ref, self._ref_path = reference_aus(path), path
         return self._ref
 
-    def _box(self, A: np.ndarray, size: int, shape) -> Optional[tuple]:
+    def _box(self, A: np.ndarray, size: int, shape, support=None) -> Optional[tuple]:
         """``(x0, y0, w, h)``: the integer frame box that holds the model crop's footprint
-        (clipped to the frame, at most ``max_side`` px a side), or None when it is empty."""
+        (clipped to the frame, at most ``max_side`` px a side), or None when it is empty.
+        ``support`` ``(u0, v0, u1, v1)`` (model-crop pixels, from :meth:`_support`) narrows it
+        to that rectangle's footprint; ``()`` means no pixel changes (None returned)."""
+        if support is not None and not support:
+            return None
         c = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1],
                       [size - 0.5, size - 0.5, 1]]) @ np.asarray(A, np.float64).T
         x0, y0 = np.floor(c.min(0)).astype(int)
         x1, y1 = np.ceil(c.max(0)).astype(int) + 1
         x0, y0 = max(x0, 0), max(y0, 0)
         x1, y1 = min(x1, shape[1], x0 + self.max_side), min(y1, shape[0], y0 + self.max_side)
+        if support:
+            b = affine_box(A, *support, shape, clip=(int(x0), int(y0), int(x1), int(y1)))
+            if b is None:
+                return None
+            x0, y0, x1, y1 = b
         if x1 - x0 < 4 or y1 - y0 < 4:
             return None
         return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+    def _support(self, att: np.ndarray, res: np.ndarray, size: int, fade: float) -> tuple:
+        """The model-crop rectangle ``(u0, v0, u1, v1)`` outside of which the edit provably
+        changes no byte of the frame, or ``()`` when it changes none at all.
+
+        The composite writes ``frame + alpha (colour - frame)`` with ``alpha = window (1 -
+        attention) fade`` and ``|colour - frame| <= 255 |residual|``, each field sampled
+        bilinearly from the crop; a bilinear sample is at most the largest of its 2 x 2
+        texels, so where the product of the 3 x 3 neighbourhood maxima of the window, of
+        ``1 - attention`` and of ``255 |residual|``, times ``fade``, stays below 0.49 grey
+        levels, the result rounds back to the frame's own byte. The rectangle holds every
+        texel above that bound, grown by one texel (a sample reads its neighbours). The
+        edited face box shrinks to the footprint of this rectangle: for a single AU the
+        mask opens on a few percent of the crop, and the full-resolution work with it."""
+        kernel = np.ones((3, 3), np.uint8)
+        open_ = cv2.dilate(1.0 - np.clip(att, 0.0, 1.0), kernel)
+        amp = cv2.dilate(np.abs(res).max(axis=2) * np.float32(255.0), kernel)
+        win = cv2.dilate(self._window(size), kernel)
+        bound = open_ * amp * win * np.float32(fade)
+        hot = bound >= 0.49
+        rows = np.flatnonzero(hot.any(axis=1))
+        if rows.size == 0:
+            return ()
+        cols = np.flatnonzero(hot.any(axis=0))
+        return (float(cols[0]) - 1.0, float(rows[0]) - 1.0, float(cols[-1]) + 1.0,
+                float(rows[-1]) + 1.0)
 
     def _window(self, side: int) -> np.ndarray:
         w = self._windows.get(side)
@@ -431,7 +466,7 @@ class AUEditEffect(Effect):
         jobs = []
         for key, A, fade in out:
             att, res = have[key]
-            box = self._box(A, size, frame.shape)
+            box = self._box(A, size, frame.shape, self._support(att, res, size, fade))
             if box is None:
                 continue
             x0, y0, w, h = box
