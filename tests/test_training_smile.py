@@ -364,3 +364,31 @@ def test_hint_model_without_its_hint_is_the_zero_hint():
     with torch.no_grad():
         for r, o in zip(net.T.heads(x, d, hint=torch.zeros(2, 2, 64, 64)), plain.T.heads(x, d)):
             torch.testing.assert_close(r, o)
+
+
+def test_flow_blur_smooths_flow_and_lcm():
+    """``flow_blur``: the flow and LCM weight are the unsmoothed ones through a box filter
+    applied twice (replicated border), so a per-pixel pattern cannot survive."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    raw = M.Transformer(M.SmileNetConfig(t_widths=(4, 6, 6, 6))).eval()
+    for p in raw.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+    sm = M.Transformer(M.SmileNetConfig(t_widths=(4, 6, 6, 6), flow_blur=5)).eval()
+    sm.load_state_dict(raw.state_dict())
+    x, _ = _batch(2)
+    d = torch.ones(2, 1)
+    with torch.no_grad():
+        f0, w0, _ = raw.heads(x, d)
+        f1, w1, _ = sm.heads(x, d)
+
+    def box(t):
+        for _ in range(2):
+            t = F.avg_pool2d(F.pad(t, (2, 2, 2, 2), mode="replicate"), 5, 1)
+        return t
+    torch.testing.assert_close(f1, box(f0))
+    torch.testing.assert_close(w1, box(w0))
+
+    def tv(f):
+        return (f[..., 1:] - f[..., :-1]).abs().mean() + (f[..., 1:, :] - f[..., :-1, :]).abs().mean()
+    assert tv(f1) < 0.5 * tv(f0)

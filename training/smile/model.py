@@ -67,6 +67,11 @@ class SmileNetConfig:
     #: pixels (``(N, 2, 64, 64)``, backward warp (x, y)), added to every scale's input
     #: (average-pooled to the scale, divided by 4).
     hint: bool = False
+    #: beyond the seed: smooth the flow and the LCM weight with a ``flow_blur`` x
+    #: ``flow_blur`` box filter applied twice (replicated border; 0 = off). The seed's top
+    #: scale can make per-pixel flow patterns that fool A and tear the lips; a smooth field
+    #: cannot.
+    flow_blur: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -213,15 +218,25 @@ class Transformer(nn.Module):
                          count_include_pad=False)
         o = self.s64(torch.cat([x, o] + self._extra(n, 64, anchors, hint, x), 1), e)
         flow = torch.tanh(o[:, 0:2]) * self.px
+        if self.cfg.flow_blur:
+            flow = self._smooth(flow)
         if self.cfg.lower_face > 0:
             flow = flow * self.region
         if self.cfg.lcm:
             wts = torch.sigmoid(o[:, 3:4] - o[:, 2:3])  # softmax over (2, 3), second weight
+            if self.cfg.flow_blur:
+                wts = self._smooth(wts)
             if self.cfg.lower_face > 0:
                 wts = wts * self.region
         else:
             wts = torch.zeros_like(o[:, 2:3])
         return flow, wts, torch.sigmoid(self.palette_logit)
+
+    def _smooth(self, t: torch.Tensor) -> torch.Tensor:
+        k = self.cfg.flow_blur
+        for _ in range(2):
+            t = F.avg_pool2d(F.pad(t, (k // 2, k - 1 - k // 2) * 2, mode="replicate"), k, 1)
+        return t
 
     def forward(self, img, delta, anchors=None, hint=None) -> dict:
         flow, wts, pal = self.heads(img, delta, anchors, hint)

@@ -52,7 +52,8 @@ def make_config(args) -> SmileNetConfig:
     dw = tuple(max(4, int(round(c * m))) for c in (64, 128, 256, 256, 512, 512))
     return SmileNetConfig(t_widths=tuple(args.t_widths), d_widths=dw,
                           anchors=N_ANCHORS if args.anchors else 0, location=args.location,
-                          lcm=not args.no_lcm, lower_face=args.lower_face, hint=args.hint)
+                          lcm=not args.no_lcm, lower_face=args.lower_face, hint=args.hint,
+                          flow_blur=args.flow_blur)
 
 
 @torch.no_grad()
@@ -306,6 +307,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--hint", action="store_true",
                    help="T takes the landmark smile's flow as a 2-channel hint (beyond the "
                         "seed; needs DATA/smile_hints.npz)")
+    p.add_argument("--flow-blur", type=int, default=0,
+                   help="smooth flow and LCM weight with this box size, twice (beyond the seed)")
     p.add_argument("--hint-dropout", type=float, default=0.0,
                    help="share of faces trained with a zero hint (the same model then runs "
                         "with or without it)")
