@@ -210,3 +210,11 @@ def test_hint_model_and_combination(astronaut, astronaut_face):
     np.testing.assert_allclose(jm.flow - jp.flow, 0.5 * m.hints[0] * eff.window[..., None],
                                atol=1e-5)
     np.testing.assert_allclose(j.flow - jp.flow, m.hints[0] * eff.window[..., None], atol=1e-5)
+
+
+def test_combination_default_comes_from_the_model_metadata():
+    m = FakeModel()
+    assert ModelSmileEffect(SmileSettings(strength=1.0), m).landmark_mix == 0.0
+    m.meta = {"landmark_mix": 0.5}
+    assert ModelSmileEffect(SmileSettings(strength=1.0), m).landmark_mix == 0.5
+    assert ModelSmileEffect(SmileSettings(strength=1.0), m, landmark_mix=0.0).landmark_mix == 0.0

@@ -183,14 +183,15 @@ class ModelSmileEffect(Effect):
         still_px: dead band of the crop affine, crop pixels at the crop's corners.
         follow: per-frame smoothing factor of the affine (beyond the dead band) and the delta.
         landmark_mix: add this share of the landmark smile's flow (:func:`landmark_hint`) to
-            the network's (0: the network alone; measured in ``benchmarks/smile_model.py``).
+            the network's (0: the network alone; measured in ``benchmarks/smile_select.py``);
+            ``None``: the model's metadata ``landmark_mix`` (0 when absent).
     """
 
     name = "smile"
 
     def __init__(self, settings, model, edge_margin: float = 0.14, still_px: float = 0.35,
                  follow: float = 0.5, yaw_full: float = 20.0, yaw_none: float = 35.0,
-                 landmark_mix: float = 0.0):
+                 landmark_mix: Optional[float] = None):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
@@ -200,6 +201,8 @@ class ModelSmileEffect(Effect):
         self.yaw_full, self.yaw_none = yaw_full, yaw_none
         self.tracks: dict = {}
         self.calls = 0
+        if landmark_mix is None:
+            landmark_mix = (getattr(model, "meta", None) or {}).get("landmark_mix", 0.0)
         self.landmark_mix = float(landmark_mix)
         c = np.array([[0, 0, 1], [CROP - 1, 0, 1], [0, CROP - 1, 1], [CROP - 1, CROP - 1, 1]],
                      np.float64)

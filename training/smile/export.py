@@ -57,7 +57,10 @@ def without_hint(net: SmileGAN) -> SmileGAN:
     return out.eval()
 
 
-def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "") -> dict:
+def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "",
+             landmark_mix: float = 0.0) -> dict:
+    """``landmark_mix``: the share of the landmark smile's flow the effect adds to the
+    network's by default (the combination option)."""
     from warpcam.training.data import align
     extra = ckpt.get("extra", {})
     args = ckpt.get("args", {})
@@ -84,7 +87,8 @@ def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "") -> dict:
             commit=extra.get("commit", "unknown"), seed=args.get("seed"),
             exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             minutes=round(float(mins), 1) if mins is not None else None, notes=notes),
-        extra=dict(terms=TERMS, anchors=cfg.anchors, hint=bool(cfg.hint)))
+        extra=dict(terms=TERMS, anchors=cfg.anchors, hint=bool(cfg.hint),
+                   landmark_mix=float(landmark_mix)))
     return meta.to_dict()
 
 
@@ -119,13 +123,15 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, default=None,
                     help="training wall time to record (default: the checkpoint's run; give "
                          "the total when the run was continued with --init)")
+    ap.add_argument("--landmark-mix", type=float, default=0.0,
+                    help="the effect adds this share of the landmark smile's flow (metadata)")
     ap.add_argument("--no-hint", action="store_true",
                     help="export a hint model as run with a zero hint (no hint input)")
     a = ap.parse_args(argv)
     net, ckpt = model_from_checkpoint(a.checkpoint)
     if a.no_hint and net.cfg.hint:
         net = without_hint(net)
-    meta = metadata(net.cfg, ckpt, a.notes)
+    meta = metadata(net.cfg, ckpt, a.notes, a.landmark_mix)
     if a.minutes is not None:
         meta["training_minutes"] = float(a.minutes)
     out = export(net, meta, a.out)
