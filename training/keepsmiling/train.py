@@ -41,6 +41,7 @@ import torch.distributed as dist
 
 from warpcam.training.common.checkpoint import load_checkpoint, save_checkpoint
 from warpcam.training.common.distributed import cleanup, init_distributed_mode, mean_across
+from warpcam.training.common.loop import add_loop_args
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.gaze.train import git_commit
 from warpcam.training.keepsmiling import model as M
@@ -290,17 +291,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="SplitGAN single-pass L1 (not in the seed; 0 there)")
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--output-dir", default="runs/keepsmiling")
-    p.add_argument("--resume", default=None, help="checkpoint, or 'auto'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-at-step", type=int, default=None)
-    p.add_argument("--ckpt-minutes", type=float, default=3.0)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--no-progress", action="store_true")
-    return p
+    return add_loop_args(p, "runs/keepsmiling", ckpt_minutes=3.0, log_every=20)
 
 
 def parse_args(argv=None):
