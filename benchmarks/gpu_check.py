@@ -26,7 +26,11 @@ What it does, each part recorded in one JSON file:
 4. **gaze model** through the model runtime on the GPU (``load_gaze_model(device="cuda")``:
    TensorRT fp16 when torch-tensorrt is installed, else ``torch.compile``): which backend it
    chose, its outputs against the CPU runtime's on the same random crops, and the p50 per
-   batch of 4 eyes, also fed straight from the CUDA crop (``crops_to_torch``, no host copy).
+   batch of 4 eyes, also fed straight from the CUDA crop (``crops_to_torch``, no host copy);
+5. **expression models** (issues 12-14: the DeepWarp smile, the AU edit, KeepSmiling's three
+   GANs, Glow), each bundled ``.pt2`` as its exported module on the GPU (eager fp32) against the
+   CPU runtime on random inputs, and the p50/p99 per face (batch 1) on the GPU and the CPU
+   (:func:`expression_models`).
 
 Without a GPU (no CUDA device visible to torch or CuPy) it says so in one line and exits 0,
 writing the JSON only when ``--json`` names a file.
@@ -394,6 +398,93 @@ def gaze_model(frames: int, seed: int, device: str = "cuda") -> dict:
     return out
 
 
+#: the bundled expression models (issues 12-14): smile, AU edit, KeepSmiling's three, Glow
+EXPRESSION_MODELS = ("smile_deepwarp", "au_edit", "keepsmiling_split", "keepsmiling_complex",
+                     "keepsmiling_simple", "glow_faces")
+
+
+def _random_inputs(rng, model, n: int) -> list:
+    """Random inputs of batch ``n`` for a loaded model: the image input (the first with 4 dims)
+    uniform over the declared input range, the others (conditions, latents, hints) standard
+    normal scaled by 0.7 (deltas and relative AUs near [-1, 1], Glow's z near its prior)."""
+    out, image_done = [], False
+    lo, hi = model.input.range if model.input is not None else (0.0, 1.0)
+    for a in model.example_inputs(n):
+        if a.ndim == 4 and not image_done:
+            out.append(rng.uniform(lo, hi, a.shape).astype(np.float32))
+            image_done = True
+        else:
+            out.append((0.7 * rng.standard_normal(a.shape)).astype(np.float32))
+    return out
+
+
+def expression_models(frames: int, seed: int, device: str = "cuda", budget_s: float = 90.0,
+                      names=EXPRESSION_MODELS) -> dict:
+    """Each bundled expression model (``models/NAME.pt2``) run once on the CPU through the
+    model runtime and once on ``device`` as the exported program's module (eager, full fp32:
+    TF32 off, so that the comparison measures the port, not the precision; ``torch.compile``
+    and TensorRT are the gaze model's section): the largest output difference relative to the
+    output's own scale (ok below 1e-3), and the p50/p99 per call at batch 1 (one face) over
+    ``frames`` calls on each. Models past ``budget_s`` seconds are skipped and say so."""
+    import torch
+
+    from importlib import resources
+
+    from warpcam.realtime.runtime import load_model
+
+    rng = np.random.default_rng(seed)
+    out = {"gpu_mode": "eager fp32 (TF32 off)", "device": device}
+    t_section = time.perf_counter()
+    old_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for name in names:
+            path = Path(str(resources.files("warpcam.models") / f"{name}.pt2"))
+            if not path.exists():
+                out[name] = dict(skipped="not bundled")
+                continue
+            if time.perf_counter() - t_section > budget_s:
+                out[name] = dict(skipped=f"over the section's {budget_s:g} s budget")
+                continue
+            r = out[name] = {}
+            try:
+                t0 = time.perf_counter()
+                cpu = load_model(path, device="cpu")
+                r["load_seconds"] = round(time.perf_counter() - t0, 2)
+                gm = cpu.program.module().to(device)  # (an exported module has no .eval())
+                x = _random_inputs(rng, cpu, 1)
+                want = cpu(*x)
+
+                def run_dev():
+                    with torch.inference_mode():
+                        got = gm(*[torch.from_numpy(a).to(device) for a in x])
+                        got = got if isinstance(got, (tuple, list)) else (got,)
+                        return [g.float().cpu().numpy() for g in got]
+                got = run_dev()
+                rel = {}
+                for k, a, b in zip(cpu.output_names, got, want):
+                    scale = float(np.abs(b).max()) + 1e-6
+                    rel[k] = float(np.abs(a - b).max()) / scale
+                r["max_rel_diff_vs_cpu"] = rel
+                r["ok"] = bool(all(v < 1e-3 for v in rel.values()) and all(
+                    np.isfinite(g).all() for g in got))
+                for label, fn in ((device, run_dev), ("cpu", lambda: cpu(*x))):
+                    for _ in range(3):
+                        fn()
+                    ts = []
+                    for _ in range(frames if label != "cpu" else max(3, frames // 10)):
+                        t = time.perf_counter()
+                        fn()
+                        _sync()
+                        ts.append(time.perf_counter() - t)
+                    r[f"{'device' if label != 'cpu' else 'cpu'}_per_face"] = _pcts(ts)
+            except Exception as exc:
+                r["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -420,7 +511,10 @@ def main(argv=None) -> int:
           f"CuPy {env['cupy']}, numpy {env['numpy']}, Python {env['python']})")
     sections = [("agreement", lambda bes: agreement(bes, a.seed)),
                 ("timing", lambda bes: timing(bes, a.frames, a.seed + 1)),
-                ("gaze_model", lambda bes: gaze_model(a.frames, a.seed + 2))]
+                ("gaze_model", lambda bes: gaze_model(a.frames, a.seed + 2)),
+                ("expression_models", lambda bes: expression_models(
+                    a.frames, a.seed + 3, budget_s=max(10.0, a.budget - (time.perf_counter()
+                                                                         - t_start))))]
     try:
         bes = backends()
     except Exception as exc:
@@ -432,7 +526,7 @@ def main(argv=None) -> int:
             res[name] = dict(skipped=f"over the {a.budget:g} s budget")
             print(f"{name}: skipped (over the {a.budget:g} s budget)")
             continue
-        if bes is None and name != "gaze_model":
+        if bes is None and name not in ("gaze_model", "expression_models"):
             res[name] = dict(skipped="no backends")
             continue
         t0 = time.perf_counter()
@@ -443,9 +537,12 @@ def main(argv=None) -> int:
                              traceback=traceback.format_exc()[-2000:])
         res[name]["seconds"] = time.perf_counter() - t0
         _report(name, res[name])
-    oks = list(_oks(res.get("agreement", {}))) + [res.get("gaze_model", {}).get("ok", False)]
-    errors = [k for k in ("agreement", "timing", "gaze_model")
+    oks = (list(_oks(res.get("agreement", {}))) + [res.get("gaze_model", {}).get("ok", False)]
+           + list(_oks(res.get("expression_models", {}))))
+    errors = [k for k in ("agreement", "timing", "gaze_model", "expression_models")
               if "error" in res.get(k, {})] + (["backends"] if "backends_error" in res else [])
+    errors += [f"expression_models.{k}" for k, v in res.get("expression_models", {}).items()
+               if isinstance(v, dict) and "error" in v]
     res["errors"] = errors
     res["ok"] = bool(all(oks) and not errors)
     res["heavy_modules_imported"] = [m for m in ("mediapipe", "av") if m in sys.modules]
@@ -483,6 +580,17 @@ def _report(name, r) -> None:
                     print(f"timing {size} {be:5s}: crop p50 {m['crop']['p50_ms']:.3f} ms, "
                           f"composite p50 {m['composite']['p50_ms']:.3f} ms, both shared "
                           f"{m['crop_and_composite_shared']['p50_ms']:.3f} ms")
+    elif name == "expression_models":
+        for k, m in r.items():
+            if not isinstance(m, dict):
+                continue
+            if "skipped" in m or "error" in m:
+                print(f"model {k}: {m.get('skipped') or 'ERROR ' + m['error']}")
+                continue
+            print(f"model {k}: {'ok' if m['ok'] else 'FAIL'} (largest relative difference "
+                  f"{max(m['max_rel_diff_vs_cpu'].values()):.2g}), per face p50 "
+                  f"{m['device_per_face']['p50_ms']:.3f} ms on {r.get('device')}, "
+                  f"{m['cpu_per_face']['p50_ms']:.3f} ms on the CPU")
     elif name == "gaze_model":
         print(f"gaze model: backend {r.get('backend')}, vs CPU {r.get('max_abs_diff_vs_cpu')}, "
               f"p50 {r.get('numpy_in_out', {}).get('p50_ms', float('nan')):.3f} ms "

@@ -361,3 +361,13 @@ def test_gpu_check_sections_run_on_cpu_stand_ins():
     assert tim["720p"]["torch"]["composite"]["n"] == 2
     gm = gpu_check.gaze_model(3, 2, device="cpu")
     assert gm["ok"] and gm["backend"] == "torch-cpu"
+    # the expression models' section: each bundled model's module against the runtime
+    em = gpu_check.expression_models(2, 3, device="cpu",
+                                     names=("smile_deepwarp", "keepsmiling_simple", "no_such"))
+    assert em["no_such"] == {"skipped": "not bundled"}
+    for name in ("smile_deepwarp", "keepsmiling_simple"):
+        assert em[name]["ok"], em[name]
+        assert em[name]["device_per_face"]["n"] == 2 and em[name]["cpu_per_face"]["n"] == 3
+    skipped = gpu_check.expression_models(2, 3, device="cpu", budget_s=0.0,
+                                          names=("smile_deepwarp", "au_edit"))
+    assert "budget" in skipped["au_edit"]["skipped"]
