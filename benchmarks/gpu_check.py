@@ -468,16 +468,17 @@ def expression_models(frames: int, seed: int, device: str = "cuda", budget_s: fl
                 r["max_rel_diff_vs_cpu"] = rel
                 r["ok"] = bool(all(v < 1e-3 for v in rel.values()) and all(
                     np.isfinite(g).all() for g in got))
-                for label, fn in ((device, run_dev), ("cpu", lambda: cpu(*x))):
+                for key, fn, n_calls in (("device_per_face", run_dev, frames),
+                                         ("cpu_per_face", lambda: cpu(*x), max(3, frames // 10))):
                     for _ in range(3):
                         fn()
                     ts = []
-                    for _ in range(frames if label != "cpu" else max(3, frames // 10)):
+                    for _ in range(n_calls):
                         t = time.perf_counter()
                         fn()
                         _sync()
                         ts.append(time.perf_counter() - t)
-                    r[f"{'device' if label != 'cpu' else 'cpu'}_per_face"] = _pcts(ts)
+                    r[key] = _pcts(ts)
             except Exception as exc:
                 r["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     finally:
