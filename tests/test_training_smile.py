@@ -392,3 +392,24 @@ def test_flow_blur_smooths_flow_and_lcm():
     def tv(f):
         return (f[..., 1:] - f[..., :-1]).abs().mean() + (f[..., 1:, :] - f[..., :-1, :]).abs().mean()
     assert tv(f1) < 0.5 * tv(f0)
+
+
+def test_hint_prior_term():
+    """``hint_l1`` is the mean |flow - hint| (the flow itself without a hint) and reaches T
+    only."""
+    torch.manual_seed(0)
+    cfg = M.SmileNetConfig(t_widths=(4, 6, 6, 6), d_widths=(4, 8, 8, 8, 8, 8), hint=True)
+    net = M.SmileGAN(cfg)
+    x, y = _batch()
+    h = torch.zeros(8, 2, 64, 64)
+    h[:, 1, 40:52, 16:48] = 2.0
+    torch.manual_seed(1)
+    t = M.losses(net, x, y, hint=h)
+    torch.manual_seed(1)
+    flow = net.T(x, (1 - 2 * y)[:, None], hint=h)["flow"]
+    torch.testing.assert_close(t["hint_l1"], (flow - h).abs().mean())
+    g = M.routed_grads(net, t, only=("hint_l1",), hint_l1=1.0)
+    assert g and not any(p in g for p in _params(net.C))
+    assert g[net.T.s64.top.weight].abs().sum() > 0
+    t0 = M.losses(M.SmileGAN(TINY), x, y)
+    assert t0["hint_l1"] > 0 and torch.isclose(t0["hint_l1"], t0["flow_l1"])

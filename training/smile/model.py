@@ -314,7 +314,9 @@ def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None, hint
     Beyond the seed: ``attr_margin`` (``m``) caps A-on-fake: with ``z`` = A's logit signed
     toward the target class, the term is ``softplus(-min(z, m))``, so T is no longer pushed once
     A is sure (``z > m``; the seed's BCE keeps rewarding an ever stronger edit); ``rec_l1`` is
-    the mean absolute change ``|x_hat - x|`` (the identity/reconstruction penalty)."""
+    the mean absolute change ``|x_hat - x|`` (the identity/reconstruction penalty); ``hint_l1``
+    the mean absolute difference (px) between T's flow and the hint (the flow itself without
+    one): the landmark smile as the prior T departs from."""
     b = x.shape[0]
     src = src.to(x.dtype).reshape(b)
     delta = 1.0 - 2.0 * src
@@ -333,6 +335,7 @@ def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None, hint
         a_fake=(bce(al[b:], dst, reduction="sum") / b if attr_margin is None else
                 F.softplus(-(al[b:] * (2 * dst - 1)).clamp(max=attr_margin)).sum() / b),
         rec_l1=(fake - x).abs().mean(),
+        hint_l1=(tout["flow"] - (hint if hint is not None else 0.0)).abs().mean(),
         lcm_l1=tout["lcm_weight"].mean(),
         flow_l1=tout["flow"].abs().mean(),
         flow_tv=(tout["flow"][:, :, :, 1:] - tout["flow"][:, :, :, :-1]).abs().mean()
@@ -344,18 +347,20 @@ def losses(net: SmileGAN, x: torch.Tensor, src: torch.Tensor, anchors=None, hint
 #: ``lcm_l1``, ``flow_l1`` and ``flow_tv`` are the seed's optional penalties on the LCM weight
 #: (L1) and the flow (L1 and total variation, px), 0 by default there; ``rec_l1`` (beyond the
 #: seed) the mean absolute change of the image; they reach T only.
-ROUTES = {"T": ("g", "a_fake", "lcm_l1", "flow_l1", "flow_tv", "rec_l1"), "C": ("d", "a_real")}
+ROUTES = {"T": ("g", "a_fake", "lcm_l1", "flow_l1", "flow_tv", "rec_l1", "hint_l1"),
+          "C": ("d", "a_real")}
 
 
 def routed_grads(net: SmileGAN, terms: dict, gan_weight: float = 1.0, attr_weight: float = 1.0,
                  only: Optional[Tuple[str, ...]] = None, lcm_l1: float = 0.0,
-                 flow_tv: float = 0.0, flow_l1: float = 0.0, rec_l1: float = 0.0) -> dict:
+                 flow_tv: float = 0.0, flow_l1: float = 0.0, rec_l1: float = 0.0,
+                 hint_l1: float = 0.0) -> dict:
     """Gradients of the routed objectives: T gets ``lambda * g + attr * a_fake``, D/A heads and
     the encoder get ``lambda * d + attr * a_real`` (each objective is differentiated only with
     respect to its own parameter group, so the G loss never touches D and D's real/fake loss
     never touches T). ``only``: the loss terms to include (tests). Returns ``{param: grad}``."""
     w = dict(d=gan_weight, g=gan_weight, a_real=attr_weight, a_fake=attr_weight, lcm_l1=lcm_l1,
-             flow_tv=flow_tv, flow_l1=flow_l1, rec_l1=rec_l1)
+             flow_tv=flow_tv, flow_l1=flow_l1, rec_l1=rec_l1, hint_l1=hint_l1)
     out = {}
     groups = dict(T=[p for p in net.T.parameters() if p.requires_grad],
                   C=[p for p in net.C.parameters() if p.requires_grad])

@@ -203,10 +203,11 @@ def main(args) -> dict:
             terms = {k: (v.float() if k != "fake" else v) for k, v in terms.items()}
             scale = 1024.0 if use_amp else 1.0
             sc = {k: terms[k] * scale for k in LOSS_NAMES}
-            sc.update({k: terms[k] * scale for k in ("lcm_l1", "flow_l1", "flow_tv", "rec_l1")})
+            sc.update({k: terms[k] * scale
+                       for k in ("lcm_l1", "flow_l1", "flow_tv", "rec_l1", "hint_l1")})
             grads = routed_grads(net, sc, args.gan_weight, args.attr_weight,
                                  lcm_l1=args.lcm_l1, flow_tv=args.flow_tv, flow_l1=args.flow_l1,
-                                 rec_l1=args.rec_l1)
+                                 rec_l1=args.rec_l1, hint_l1=args.hint_l1)
             if step < args.critic_warmup:  # T held while D and A learn (a T started with
                 # --init-t would otherwise follow a random A)
                 for p in net.T.parameters():
@@ -314,6 +315,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "with or without it)")
     p.add_argument("--rec-l1", type=float, default=0.0,
                    help="penalty on the mean absolute image change |x_hat - x| (beyond the seed)")
+    p.add_argument("--hint-l1", type=float, default=0.0,
+                   help="penalty on |flow - hint| (px; the flow itself where no hint): the "
+                        "landmark smile as T's prior (beyond the seed)")
     p.add_argument("--attr-margin", type=float, default=None,
                    help="cap A-on-fake at this logit margin (beyond the seed; default: the "
                         "seed's plain BCE)")
