@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import write_json
+from benchmarks import machine_info, write_json
 from benchmarks.latency import resolve_input
 
 
@@ -67,9 +66,7 @@ def main(argv=None) -> dict:
         frames_per_s=round(rate, 1), realtime_factor=round(rate / fps, 2),
         startup_s=round(stamps[0] - t_start, 2), total_s=round(t_end - t_start, 2),
         output_bytes=size, skip=a.skip,
-        machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                     python=platform.python_version(), loadavg_start=load0,
-                     loadavg=list(os.getloadavg())),
+        machine=machine_info(load0),
     )
     print(f"{src}: {n} frames at {fps:.2f} fps{' with audio' if has_audio else ''}; "
           f"{rate:.1f} frames/s after the first {a.skip} = {rate / fps:.2f}x real time "

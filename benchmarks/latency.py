@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import save_figure, write_json
+from benchmarks import machine_info, save_figure, write_json
 
 
 def _pct(v, q):
@@ -253,7 +252,6 @@ def main(argv=None) -> dict:
         r["ratio_full_to_tracking_mean"] = float(np.mean(full[cond]) / np.mean(track_only))
         return r
 
-    os_ = __import__("os")
     res = dict(
         input=str(a.input), size=[w, h], frames=len(frames), rounds=a.rounds,
         max_faces=a.max_faces, gaze_pitch=a.gaze_pitch, smile=a.smile, backend=a.backend,
@@ -262,10 +260,7 @@ def main(argv=None) -> dict:
                else "compiled" if _jit.load("warpcam.core._jitloops") is not None
                else "fast (numba missing)"),
         first_frame_full_ms=first_frame, jit_prepare_s=jit_build_s,
-        machine=dict(cpu=platform.processor() or platform.machine(), cores=os_.cpu_count(),
-                     python=platform.python_version(),
-                     loadavg=list(os_.getloadavg()) if hasattr(os_, "getloadavg") else None,
-                     loadavg_start=load_start),
+        machine=machine_info(load_start),
     )
     res.update(summary("cache_on"))
     if a.no_cache:
@@ -487,10 +482,7 @@ def live_main(a) -> dict:
         seconds=a.seconds, warmup=a.warmup, max_faces=a.max_faces, gaze_pitch=a.gaze_pitch,
         smile=a.smile, backend=a.backend, conditions=results,
         goal=dict(p99_added_latency_below_ms=interval_ms, dropped_frames=0),
-        machine=dict(cpu=platform.processor() or platform.machine(),
-                     cores=__import__("os").cpu_count(), python=platform.python_version(),
-                     loadavg=list(__import__("os").getloadavg())
-                     if hasattr(__import__("os"), "getloadavg") else None),
+        machine=machine_info(),
         latency_series_ms=series,
     )
     for c, r in results.items():
