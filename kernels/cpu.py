@@ -135,10 +135,10 @@ class CpuCompositor(Compositor):
 
     def _composite_jit(self, loops, frame: np.ndarray, jobs: Sequence[WarpJob], inplace: bool):
         """:meth:`composite` through the compiled loops, in list order, every job sampling the
-        input. A job without palette or lightness/colour fields gets its fixed-point source
-        maps and blend weights from one compiled pass over its box
+        input. A job without palette or lightness/colour fields gets its source maps and
+        blend weights from one vectorised compiled pass over its box
         (:func:`~warpcam.kernels._cpu_jit.job_maps`), then OpenCV's SIMD ``remap`` and
-        ``blendLinear``: the bytes of the fused loop at about half its cost per pixel. A job
+        ``blendLinear``: the bytes of the fused loop at about 60 % of its cost per pixel. A job
         with a palette is warped and blended in one pass
         (:func:`~warpcam.kernels._cpu_jit.warp_blend`). Every result is taken from the input
         before the first write: in place, the part of the input a fused job can sample (its
