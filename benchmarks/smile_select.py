@@ -144,6 +144,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--limit", type=int, default=None, help="at most N validation faces")
     ap.add_argument("--strength", type=float, default=1.0,
                     help="run every candidate at +-this setting (default: +-1)")
+    ap.add_argument("--network-gain", type=float, default=1.0,
+                    help="scale of the network's flow and LCM in every model candidate")
     ap.add_argument("--no-landmark", action="store_true", help="skip the landmark smile")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="select over the candidates of these earlier results (nothing run)")
@@ -161,7 +163,7 @@ def main(argv=None) -> dict:
         res = dict(data=str(a.data), split="val (CelebA part)", candidates={}, merged=a.merge)
         for f in a.merge:
             r = json.loads(Path(f).read_text())
-            for k in ("n_faces", "mix", "strength"):
+            for k in ("n_faces", "mix", "strength", "network_gain"):
                 res.setdefault(k, r.get(k))
             res["candidates"].update(r["candidates"])
         return select(res, a.json)
@@ -181,16 +183,20 @@ def main(argv=None) -> dict:
 
     def model_effect(model, mix=0.0):
         return lambda d: ModelSmileEffect(SmileSettings(strength=d * a.strength), model,
-                                          follow=1.0, landmark_mix=mix)
+                                          follow=1.0, landmark_mix=mix,
+                                          network_gain=a.network_gain)
 
-    res["strength"] = a.strength
+    res["strength"], res["network_gain"] = a.strength, a.network_gain
     if not a.no_landmark:
         run("landmark", lambda d: SmileEffect(SmileSettings(strength=d * a.strength),
                                               cache=False))
     if a.baseline:
         base = load_smile_model(a.baseline, device="cpu", threads=1)
-        run("baseline", model_effect(base))
-        run("baseline+mix", model_effect(base, a.mix))
+        tag = f"@{a.network_gain:g}" if a.network_gain != 1.0 else ""
+        if "nohint" in a.options or not a.options:
+            run("baseline" + tag, model_effect(base))
+        if "nohint+mix" in a.options or not a.options:
+            run("baseline+mix" + tag, model_effect(base, a.mix))
     ckpts = sorted(Path(a.snapshots).glob("*.pt"))[::-1][::a.every][::-1] if a.snapshots else []
     ckpts += [Path(c) for c in a.checkpoints]
     with tempfile.TemporaryDirectory() as td:
@@ -205,7 +211,8 @@ def main(argv=None) -> dict:
                 if not model.hint and opt.startswith("nohint"):
                     continue
                 mdl = model if opt.startswith("hint") or not model.hint else ZeroHint(model)
-                m = run(f"{c.stem}:{opt}", model_effect(mdl, a.mix if "mix" in opt else 0.0))
+                tag = f"@{a.network_gain:g}" if a.network_gain != 1.0 else ""
+                m = run(f"{c.stem}:{opt}{tag}", model_effect(mdl, a.mix if "mix" in opt else 0.0))
                 m.update(af, step=ck.get("step"), checkpoint=str(c))
     res["seconds"] = round(time.time() - t0)
     return select(res, a.json)

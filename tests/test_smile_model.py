@@ -218,3 +218,19 @@ def test_combination_default_comes_from_the_model_metadata():
     m.meta = {"landmark_mix": 0.5}
     assert ModelSmileEffect(SmileSettings(strength=1.0), m).landmark_mix == 0.5
     assert ModelSmileEffect(SmileSettings(strength=1.0), m, landmark_mix=0.0).landmark_mix == 0.0
+
+
+def test_network_gain_scales_the_network_not_the_landmark_part(astronaut, astronaut_face):
+    from warpcam.realtime.effects.smile_model import landmark_hint
+    A = aligned_affine(astronaut_face.landmarks)
+    hint = landmark_hint(astronaut_face.landmarks, A, 1.0)
+    m = FakeModel()
+    m.meta = {"landmark_mix": 1.0, "network_gain": 0.5}
+    eff = ModelSmileEffect(SmileSettings(strength=1.0), m)
+    plain = _effect(1.0, FakeModel())
+    for _ in range(8):
+        j = eff.jobs(astronaut, [astronaut_face])[0]
+        jp = plain.jobs(astronaut, [astronaut_face])[0]
+    win = eff.window[..., None]
+    np.testing.assert_allclose(j.flow, 0.5 * jp.flow + hint * win, atol=1e-5)
+    np.testing.assert_allclose(j.palette_mix[0], 0.5 * jp.palette_mix[0], atol=1e-6)

@@ -185,13 +185,16 @@ class ModelSmileEffect(Effect):
         landmark_mix: add this share of the landmark smile's flow (:func:`landmark_hint`) to
             the network's (0: the network alone; measured in ``benchmarks/smile_select.py``);
             ``None``: the model's metadata ``landmark_mix`` (0 when absent).
+        network_gain: scale of the network's flow and LCM weight at ``|delta| = 1`` (``None``:
+            the metadata's ``network_gain``, 1 when absent): the combination is
+            ``|delta| * (network_gain * network + landmark_mix * landmark)``.
     """
 
     name = "smile"
 
     def __init__(self, settings, model, edge_margin: float = 0.14, still_px: float = 0.35,
                  follow: float = 0.5, yaw_full: float = 20.0, yaw_none: float = 35.0,
-                 landmark_mix: Optional[float] = None):
+                 landmark_mix: Optional[float] = None, network_gain: Optional[float] = None):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
@@ -204,6 +207,9 @@ class ModelSmileEffect(Effect):
         if landmark_mix is None:
             landmark_mix = (getattr(model, "meta", None) or {}).get("landmark_mix", 0.0)
         self.landmark_mix = float(landmark_mix)
+        if network_gain is None:
+            network_gain = (getattr(model, "meta", None) or {}).get("network_gain", 1.0)
+        self.network_gain = float(network_gain)
         c = np.array([[0, 0, 1], [CROP - 1, 0, 1], [0, CROP - 1, 1], [CROP - 1, CROP - 1, 1]],
                      np.float64)
         self._corners = c
@@ -270,6 +276,8 @@ class ModelSmileEffect(Effect):
                 flow, wts, pal = self.model(batch, signs, anchors, hints)
             else:
                 flow, wts, pal = self.model(batch, signs, anchors)
+            if self.network_gain != 1.0:
+                flow, wts = flow * self.network_gain, wts * self.network_gain
             if self.landmark_mix:
                 flow = flow + self.landmark_mix * hints
             self.calls += 1

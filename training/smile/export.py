@@ -58,9 +58,9 @@ def without_hint(net: SmileGAN) -> SmileGAN:
 
 
 def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "",
-             landmark_mix: float = 0.0) -> dict:
-    """``landmark_mix``: the share of the landmark smile's flow the effect adds to the
-    network's by default (the combination option)."""
+             landmark_mix: float = 0.0, network_gain: float = 1.0) -> dict:
+    """``landmark_mix``, ``network_gain``: the effect's defaults for the combination
+    ``|delta| * (network_gain * network + landmark_mix * landmark smile)``."""
     from warpcam.training.data import align
     extra = ckpt.get("extra", {})
     args = ckpt.get("args", {})
@@ -88,7 +88,7 @@ def metadata(cfg: SmileNetConfig, ckpt: dict, notes: str = "",
             exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             minutes=round(float(mins), 1) if mins is not None else None, notes=notes),
         extra=dict(terms=TERMS, anchors=cfg.anchors, hint=bool(cfg.hint),
-                   landmark_mix=float(landmark_mix)))
+                   landmark_mix=float(landmark_mix), network_gain=float(network_gain)))
     return meta.to_dict()
 
 
@@ -125,13 +125,15 @@ def main(argv=None):
                          "the total when the run was continued with --init)")
     ap.add_argument("--landmark-mix", type=float, default=0.0,
                     help="the effect adds this share of the landmark smile's flow (metadata)")
+    ap.add_argument("--network-gain", type=float, default=1.0,
+                    help="the effect scales the network's flow and LCM by this (metadata)")
     ap.add_argument("--no-hint", action="store_true",
                     help="export a hint model as run with a zero hint (no hint input)")
     a = ap.parse_args(argv)
     net, ckpt = model_from_checkpoint(a.checkpoint)
     if a.no_hint and net.cfg.hint:
         net = without_hint(net)
-    meta = metadata(net.cfg, ckpt, a.notes, a.landmark_mix)
+    meta = metadata(net.cfg, ckpt, a.notes, a.landmark_mix, a.network_gain)
     if a.minutes is not None:
         meta["training_minutes"] = float(a.minutes)
     out = export(net, meta, a.out)
