@@ -77,19 +77,36 @@ def frame_cost(model, iters: int = 100) -> dict:
 
 
 @torch.no_grad()
-def heldout(checkpoint, test_root, zero_hint: bool = False) -> dict:
+def heldout(checkpoint, test_root, zero_hint: bool = False, model=None) -> dict:
     """A on the held-out faces and on T's edits of them (a hint model gets the hints of
-    ``TEST/smile_hints.npz``, or zeros with ``zero_hint``)."""
+    ``TEST/smile_hints.npz``, or zeros with ``zero_hint``). With ``model`` (a loaded
+    :class:`SmileModel`), the edits are that program's at delta +-1 as the effect combines
+    them (``network_gain`` x network + ``landmark_mix`` x the landmark smile's flow, the
+    hints file's) and only A comes from ``checkpoint``."""
     from warpcam.training.smile.data import SmileFaces
     from warpcam.training.smile.export import model_from_checkpoint
+    from warpcam.training.smile.model import apply_outputs
     net, ckpt = model_from_checkpoint(checkpoint)
-    data = SmileFaces(test_root, split=None, hints=net.cfg.hint)
-    x, y, a, *h = data.batch(torch.arange(len(data)), with_hint=net.cfg.hint)
+    mix = float(model.meta.get("landmark_mix", 0.0)) if model is not None else 0.0
+    gain = float(model.meta.get("network_gain", 1.0)) if model is not None else 1.0
+    want_h = net.cfg.hint if model is None else (model.hint or mix != 0)
+    data = SmileFaces(test_root, split=None, hints=want_h)
+    x, y, a, *h = data.batch(torch.arange(len(data)), with_hint=want_h)
     hint = h[0] if h and not zero_hint else (torch.zeros_like(h[0]) if h else None)
     anchors = a if net.cfg.anchors else None
     pr = net.C.a(x) > 0
     yb = y > 0.5
-    fake = net.T(x, (1 - 2 * y)[:, None], anchors, hint)["output"]
+    delta = (1 - 2 * y)[:, None]
+    if model is None:
+        fake = net.T(x, delta, anchors, hint)["output"]
+    else:
+        hn = hint.permute(0, 2, 3, 1).numpy() if hint is not None else None
+        flow, w, pal = model(x.numpy(), delta[:, 0].numpy(), None, hn)
+        flow = gain * torch.from_numpy(flow).permute(0, 3, 1, 2)
+        if mix:
+            flow = flow + mix * hint
+        fake = apply_outputs(x, flow, gain * torch.from_numpy(w)[:, None],
+                             torch.from_numpy(np.asarray(pal)))
     pf = net.C.a(fake) > 0
     neu, smi = ~yb, yb
     return dict(
@@ -313,7 +330,8 @@ def main(argv=None) -> dict:
                cost=frame_cost(model, a.iters))
     print("cost", res["cost"], flush=True)
     if a.checkpoint and a.test:
-        res["heldout_celeba"], data = heldout(a.checkpoint, a.test)
+        res["heldout_celeba"], data = heldout(a.checkpoint, a.test, model=model)
+        res["heldout_celeba"]["a_from"] = str(a.checkpoint)
         print("held-out", res["heldout_celeba"], flush=True)
         res["au_estimator"] = au_eval(model, data, a.limit)
         print("AU", res["au_estimator"], flush=True)

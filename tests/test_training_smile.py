@@ -413,3 +413,25 @@ def test_hint_prior_term():
     assert g[net.T.s64.top.weight].abs().sum() > 0
     t0 = M.losses(M.SmileGAN(TINY), x, y)
     assert t0["hint_l1"] > 0 and torch.isclose(t0["hint_l1"], t0["flow_l1"])
+
+
+def test_resave_sets_the_effect_defaults_and_keeps_the_program(tmp_path):
+    from warpcam.realtime.effects.smile_model import load_smile_model
+    from warpcam.training.common.export import ExportError
+    from warpcam.training.smile import export as E
+    torch.manual_seed(0)
+    net = M.SmileGAN(TINY)
+    ck = dict(step=3, epoch=0, extra={}, args={})
+    p0 = E.export(net, E.metadata(net.cfg, ck, "first"), tmp_path / "a.pt2")
+    p1 = E.resave(p0, tmp_path / "b.pt2", 1.0, 0.5, "re-saved")
+    m0 = load_smile_model(p0, device="cpu", threads=None)
+    m1 = load_smile_model(p1, device="cpu", threads=None)
+    assert m0.meta["landmark_mix"] == 0.0 and m0.meta["network_gain"] == 1.0
+    assert m1.meta["landmark_mix"] == 1.0 and m1.meta["network_gain"] == 0.5
+    assert m1.meta["notes"] == "first re-saved" and m1.meta["steps"] == 3
+    x, _ = _batch(2)
+    for r, o in zip(m0(x.numpy(), np.ones(2)), m1(x.numpy(), np.ones(2))):
+        np.testing.assert_array_equal(r, o)
+    from warpcam.realtime.gaze_model import DEFAULT_MODEL as GAZE
+    with pytest.raises(ExportError, match="not a smile model"):
+        E.resave(GAZE, tmp_path / "c.pt2", 1.0, 0.5)

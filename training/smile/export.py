@@ -115,9 +115,24 @@ def export(net: SmileGAN, meta: dict, out) -> Path:
     return save_verified(ep, meta, out)
 
 
+def resave(program, out, landmark_mix: float, network_gain: float, notes: str = "") -> Path:
+    """``program`` (a smile ``.pt2``, its metadata checked first) written again as ``out``
+    with ``landmark_mix`` and ``network_gain`` in its metadata (and ``notes`` appended)."""
+    m = artifact.read_meta(program)  # refuses a foreign or unsafe archive before loading
+    if m.kind != MODEL_KIND:
+        raise ExportError(f"{program}: a {m.kind}, not a smile model")
+    meta = m.to_dict()
+    meta.update(landmark_mix=float(landmark_mix), network_gain=float(network_gain))
+    meta.setdefault("hint", bool(meta.get("config", {}).get("hint", False)))
+    if notes:
+        meta["notes"] = (meta.get("notes", "") + " " + notes).strip()
+    ep = torch.export.load(str(program))
+    return save_verified(ep, meta, out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Export a smile checkpoint to a .pt2 program.")
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint")
     ap.add_argument("--out", default="models/smile_deepwarp.pt2")
     ap.add_argument("--notes", default="")
     ap.add_argument("--minutes", type=float, default=None,
@@ -129,7 +144,16 @@ def main(argv=None):
                     help="the effect scales the network's flow and LCM by this (metadata)")
     ap.add_argument("--no-hint", action="store_true",
                     help="export a hint model as run with a zero hint (no hint input)")
+    ap.add_argument("--program", metavar="PT2",
+                    help="instead of a checkpoint: re-save this exported program (same graph "
+                         "and weights) with the effect defaults given here in its metadata")
     a = ap.parse_args(argv)
+    if a.program:
+        out = resave(a.program, a.out, a.landmark_mix, a.network_gain, a.notes)
+        print(f"wrote {out} and {out.with_suffix('.json')}")
+        return
+    if not a.checkpoint:
+        ap.error("give --checkpoint or --program")
     net, ckpt = model_from_checkpoint(a.checkpoint)
     if a.no_hint and net.cfg.hint:
         net = without_hint(net)
