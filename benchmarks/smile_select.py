@@ -163,9 +163,18 @@ def main(argv=None) -> dict:
         res = dict(data=str(a.data), split="val (CelebA part)", candidates={}, merged=a.merge)
         for f in a.merge:
             r = json.loads(Path(f).read_text())
-            for k in ("n_faces", "mix", "strength", "network_gain"):
-                res.setdefault(k, r.get(k))
-            res["candidates"].update(r["candidates"])
+            res.setdefault("n_faces", r.get("n_faces"))
+            s, mix = r.get("strength", 1.0) or 1.0, r.get("mix", 1.0)
+            for k, v in r["candidates"].items():
+                name = k  # unique across runs: the run's folder, and any non-default setting
+                if "checkpoint" in v:
+                    name = f"{Path(v['checkpoint']).parent.parent.name}/{k}"
+                if s != 1.0:
+                    name += f" [strength {s:g}]"
+                if "+mix" in k and mix != 1.0:
+                    name += f" [mix {mix:g}]"
+                v.update(strength=s, mix=mix if "mix" in k else 0.0)
+                res["candidates"][name] = v
         return select(res, a.json)
     data = SmileFaces(a.data, "val", sets=["celeba"])
     items, emb = prepare(data, a.limit)
