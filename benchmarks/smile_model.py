@@ -101,7 +101,11 @@ def heldout(checkpoint, test_root, zero_hint: bool = False, model=None) -> dict:
         fake = net.T(x, delta, anchors, hint)["output"]
     else:
         hn = hint.permute(0, 2, 3, 1).numpy() if hint is not None else None
-        flow, w, pal = model(x.numpy(), delta[:, 0].numpy(), None, hn)
+        parts = [model(x[i:i + 64].numpy(), delta[i:i + 64, 0].numpy(), None,
+                       hn[i:i + 64] if model.hint else None)
+                 for i in range(0, len(x), 64)]  # the program takes batches up to 64
+        flow = np.concatenate([p[0] for p in parts])
+        w, pal = np.concatenate([p[1] for p in parts]), parts[0][2]
         flow = gain * torch.from_numpy(flow).permute(0, 3, 1, 2)
         if mix:
             flow = flow + mix * hint
