@@ -15,6 +15,26 @@ checkpoint). One process on this CPU (the run behind ``models/smile_deepwarp.pt2
         --t-widths 16 32 48 48 --d-width-mult 0.5 --batch-size 32 --lr 2e-4 \\
         --max-minutes 40 --threads 2
 
+Hint channel and prior (beyond the seed; the three legs measured in
+``benchmarks/results/smile_select.json``, none bundled): build the data with ``--landmarks``,
+write the hints with ``python -m benchmarks.smile_model --write-hints /tmp/smile_faces``, then::
+
+    COMMON="--data /tmp/smile_faces --t-widths 12 24 32 32 --d-width-mult 0.25 --batch-size 32 \
+        --lr 2e-4 --lcm-l1 2 --flow-tv 0.5 --lower-face 0.45 --hint --attr-margin 3 --threads 1 \
+        --snapshots"
+    # leg 1 (900 steps, 23 min): T from the bundled program, D and A alone for 300 steps
+    python -m warpcam.training.smile.train $COMMON --output-dir runs/smile_hint --flow-l1 0.1 \
+        --rec-l1 5 --hint-dropout 0.5 --init-t models/smile_deepwarp.pt2 --critic-warmup 300 \
+        --eval-every 300
+    # leg 2 (500 steps, 10 min): + a smooth flow
+    python -m warpcam.training.smile.train $COMMON --output-dir runs/smile_blur --flow-l1 0.1 \
+        --rec-l1 5 --hint-dropout 0.5 --flow-blur 5 --init runs/smile_hint/snapshots/step000900.pt \
+        --eval-every 250
+    # leg 3 (1450 steps, 27 min, stopped): the landmark smile as T's prior
+    python -m warpcam.training.smile.train $COMMON --output-dir runs/smile_prior --hint-l1 1 \
+        --rec-l1 2 --hint-dropout 0.25 --flow-blur 5 \
+        --init runs/smile_blur/snapshots/step000500.pt --eval-every 250
+
 Several processes (DDP; gloo on the CPU, NCCL on GPUs; each rank takes its share of the
 global batch, gradients are averaged by hand after the routing)::
 
