@@ -106,6 +106,10 @@ def init_t_from_program(t, path) -> int:
     ``t``. A conv whose input grew (the hint channels) gets the old weights in its first input
     channels and zeros in the new ones, so it starts as the exported model. Returns the number
     of tensors copied."""
+    from warpcam.core import artifact
+    m = artifact.read_meta(path)  # refuses a foreign or unsafe archive before loading it
+    if m.kind != "warpcam.smile.deepwarp":
+        raise SystemExit(f"--init-t {path}: a {m.kind}, not a smile model")
     ep = torch.export.load(str(path))
     src = {k[2:]: v for k, v in ep.state_dict.items() if k.startswith("t.")}
     src.update({k[2:]: v for k, v in getattr(ep, "constants", {}).items()
