@@ -312,6 +312,9 @@ def test_hint_model_export_and_init_from_a_program(tmp_path):
     np.testing.assert_allclose(w, rw[:, 0].numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="hint"):
         m(x.numpy(), d[:, 0].numpy())
+    from warpcam.realtime.gaze_model import DEFAULT_MODEL as GAZE
+    with pytest.raises(SystemExit, match="not a smile model"):
+        init_t_from_program(hnet.T, GAZE)
 
 
 def json_meta(p):
