@@ -43,6 +43,9 @@ MAX_CAPTURE_SIDE, MAX_CAPTURE_FPS = 16384, 1000.0
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP", "SIGQUIT")
                      if hasattr(signal, n))
 DEBUG_ENV = "WARPCAM_DEBUG"
+#: Seconds a live source waits, before its first frame, for the compiled loops: enough to load
+#: them from numba's cache (about 1 s), not for a first-ever compile (10-50 s).
+LIVE_JIT_WAIT_S = 5.0
 
 #: Negative numbers argparse should take as values, not as options: ``-1e1``, ``-.5``,
 #: ``-1.5E-3``, ``-inf``, ``-nan`` (its own pattern knows only ``-1`` and ``-1.5``).
@@ -629,12 +632,19 @@ def run_job(args: argparse.Namespace, *, on_frame: Optional[callable] = None,
             live_settings = config_settings(args, effect_settings(args, live_source=True))
             for e in effects:
                 e.settings.set(live_settings[e.name])
+        from warpcam.core import jit
         if not source.is_live:
             # A file's output must not depend on when the background compile of the numba
             # loops ends (the reference paths agree only within rounding, and the encoder
             # spreads such differences): compile first (from numba's cache: about a second).
-            from warpcam.core import jit
             jit.prepare()
+        elif not jit.prepare(timeout=LIVE_JIT_WAIT_S):
+            # A live source waits for the loops only as long as loading them from numba's
+            # cache takes (loading them while frames flow stalls a frame by ~100 ms); a
+            # first-ever compile goes on in the background, the reference paths meanwhile.
+            logging.getLogger("warpcam").info(
+                "compiling the per-pixel loops in the background (first run: 10-50 s; the "
+                "frames use the reference paths until then)")
         # mediapipe's imports before the output exists: a signal during them (C extensions
         # that call back into Python) then has nothing to leave behind.
         import mediapipe  # noqa: F401

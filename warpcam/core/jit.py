@@ -91,11 +91,12 @@ def _start(module: str) -> threading.Thread:
     return th
 
 
-def load(module: str, wait: bool = False):
+def load(module: str, wait: bool = False, timeout: Optional[float] = None):
     """The compiled loop module ``module``, or ``None`` when the switch is off, numba cannot be
-    imported, or (``wait=False``) its loops are still being compiled in the background (started
-    by the first call); the caller then runs its reference path. Never raises for a missing
-    numba or a failed compile; the reason is in :func:`why_not`."""
+    imported, or (``wait=False``, or not done within ``timeout`` seconds) its loops are still
+    being compiled in the background (started by the first call); the caller then runs its
+    reference path. Never raises for a missing numba or a failed compile; the reason is in
+    :func:`why_not`."""
     if not _enabled:
         return None
     mod = _modules.get(module)
@@ -103,16 +104,28 @@ def load(module: str, wait: bool = False):
         return mod
     th = _start(module)
     if wait:
-        th.join()
+        th.join(timeout)
     return _modules.get(module)
 
 
-def prepare(modules: Iterable[str] = MODULES, wait: bool = True) -> bool:
+def prepare(modules: Iterable[str] = MODULES, wait: bool = True,
+            timeout: Optional[float] = None) -> bool:
     """Compile the loop modules now (in the background with ``wait=False``); True when all
-    of them are ready."""
+    of them are ready. ``timeout`` (seconds, all modules together) bounds the wait: the
+    builds go on in the background after it.
+
+    Live sources call this with a few seconds' ``timeout`` before their first frame: from
+    numba's on-disk cache the loops load in about a second, so they are ready before the first
+    frame; loading them while frames flow held the interpreter lock long enough to stall one
+    frame by about 100 ms (4 of 900 frames lost at 60 fps in ``benchmarks.latency --live``).
+    A first-ever compile (10-50 s) does not fit and goes on in the background as before."""
     mods = list(modules)
+    for m in mods:  # every build started before any wait
+        load(m, wait=False)
+    deadline = None if timeout is None else time.perf_counter() + max(float(timeout), 0.0)
     for m in mods:
-        load(m, wait=wait)
+        left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+        load(m, wait=wait, timeout=left)
     return all(m in _modules for m in mods)
 
 
