@@ -185,6 +185,34 @@ def test_round_trip_keeps_frames_timestamps_audio_and_pixels(tmp_path):
     assert worst > 35.0, worst
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".avi"])
+def test_file_sink_keeps_colours(tmp_path, ext):
+    """Flat patches of saturated and grey colours come back within a few levels through the
+    encoder and any decoder that reads the stream's BT.601 limited-range tags (PyAV here): the
+    BGR -> YUV 4:2:0 conversion must use the matrix and range the stream is tagged with (a
+    BT.709 matrix or a full range would move these patches by 5-30 levels)."""
+    from warpcam.realtime.io import VideoFileSink
+
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (255, 255, 0), (255, 0, 255),
+               (0, 255, 255), (255, 255, 255), (0, 0, 0), (128, 128, 128), (40, 90, 200),
+               (180, 140, 110), (60, 60, 60)]
+    img = np.zeros((96, 64 * 6, 3), np.uint8)
+    for k, c in enumerate(colours):
+        img[48 * (k // 6):48 * (k // 6 + 1), 64 * (k % 6):64 * (k % 6 + 1)] = c
+    out = tmp_path / f"colours{ext}"
+    sink = VideoFileSink(out, width=img.shape[1], height=img.shape[0], fps=25)
+    for i in range(5):
+        sink.write(Frame(image=img, index=i))
+    sink.close()
+    with VideoFileSource(out) as src:
+        got = [f.image for f in src]
+    assert len(got) == 5
+    for k, c in enumerate(colours):
+        y, x = 48 * (k // 6) + 24, 64 * (k % 6) + 32
+        mean = got[-1][y - 10:y + 10, x - 16:x + 16].reshape(-1, 3).mean(axis=0)
+        assert np.abs(mean - np.array(c)).max() < 4.0, (c, mean.round(1))
+
+
 @needs_videos
 def test_file_sink_pads_odd_sizes_by_replicating_the_edge(tmp_path):
     out = tmp_path / "odd.mp4"

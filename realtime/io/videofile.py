@@ -668,15 +668,17 @@ class VideoFileSink(Sink):
 
     def _write(self, frame: Frame, image: np.ndarray) -> None:
         import av
-        from av.video.reformatter import ColorRange, Colorspace
 
         self._create_temp()
         pts = self._frame_pts(frame)
         try:
-            vf = av.VideoFrame.from_ndarray(_pad_even(np.ascontiguousarray(image)),
-                                            format="bgr24")
-            vf = vf.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU601,
-                             dst_color_range=ColorRange.MPEG)
+            # BGR -> BT.601 limited-range YUV 4:2:0 (what the stream is tagged with) by
+            # OpenCV's SIMD conversion: 0.2 ms a 720p frame where swscale's bgr24 path took
+            # 5.7 ms, the largest cost of a file job's output thread. Y agrees with swscale's
+            # within one level; chroma is the 2 x 2 mean where swscale filters bilinearly
+            # (a few levels apart at sharp colour edges, well under the encoder's own error).
+            yuv = cv2.cvtColor(_pad_even(np.ascontiguousarray(image)), cv2.COLOR_BGR2YUV_I420)
+            vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             if self._enc_tb != self._tb:
                 pts_enc = int(round(pts * self._tb / self._enc_tb))
                 if self._last_enc_pts is not None and pts_enc <= self._last_enc_pts:
