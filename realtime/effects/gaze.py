@@ -52,6 +52,9 @@ from warpcam.realtime.smoothing import OneEuroFilter
 
 
 _JIT_MODULE = "warpcam.core._jitloops"
+#: Per side, the landmarks an eye job reads: the upper lid, the lower lid, the iris centre.
+_JOB_POINTS = {side: np.array(lm.eye_indices(side)["upper"] + lm.eye_indices(side)["lower"]
+                              + lm.eye_indices(side)["iris"][:1]) for side in ("right", "left")}
 
 #: Widest eye box (pixels) that :func:`eye_visibility` measures at full resolution.
 VISIBILITY_MAX_W = 48
@@ -321,7 +324,7 @@ class LandmarkEyeWarp:
         pts = face.landmarks
         ix = lm.eye_indices(side)
         roi_w = 2.0 * r.eye_w
-        crop_w = int(np.clip(round(roi_w / 2.5), 24, 40))
+        crop_w = min(max(int(round(roi_w / 2.5)), 24), 40)
         crop_h = int(round(0.8 * crop_w))
         A = roi_affine_for(r.centre, r.angle, r.eye_w, crop_w, crop_h)
         scale = roi_w / crop_w
@@ -332,7 +335,7 @@ class LandmarkEyeWarp:
         rot = np.array([[c_, -s_], [s_, c_]])
         shift_frame = rot @ d_frame_dir * r.fade
         shift_crop = rot.T @ shift_frame / scale
-        crop_pts = to_crop(pts[ix["upper"] + ix["lower"] + ix["iris"][:1]], A)
+        crop_pts = to_crop(pts[_JOB_POINTS[side]], A)
         n_up = len(ix["upper"])
         upper, lower, iris_c = crop_pts[:n_up], crop_pts[n_up:-1], crop_pts[-1]
         rad = 0.5 * iris_d / scale

@@ -32,18 +32,31 @@ CHEEK_RIGHT = [206, 216, 207, 205, 36, 203, 212, 202, 204, 57, 186, 92, 165]
 CHEEK_LEFT = [426, 436, 427, 425, 266, 423, 432, 422, 424, 287, 410, 322, 391]
 
 
+_EYES = {
+    "right": dict(outer=RIGHT_EYE_OUTER, inner=RIGHT_EYE_INNER, upper=RIGHT_EYE_UPPER,
+                  lower=RIGHT_EYE_LOWER, iris=RIGHT_IRIS, brow=RIGHT_BROW),
+    "left": dict(outer=LEFT_EYE_OUTER, inner=LEFT_EYE_INNER, upper=LEFT_EYE_UPPER,
+                 lower=LEFT_EYE_LOWER, iris=LEFT_IRIS, brow=LEFT_BROW),
+}
+#: Per side, the eye-opening polygon's landmark indices (:func:`eye_contour`), read only.
+EYE_CONTOUR = {side: np.array(ix["upper"] + ix["lower"][-2:0:-1]) for side, ix in _EYES.items()}
+for _a in EYE_CONTOUR.values():
+    _a.setflags(write=False)
+del _a
+
+
 def eye_indices(side: str) -> dict:
-    """Landmark indices of one eye; ``side`` is ``"right"`` or ``"left"`` (the subject's)."""
-    if side == "right":
-        return dict(outer=RIGHT_EYE_OUTER, inner=RIGHT_EYE_INNER, upper=RIGHT_EYE_UPPER,
-                    lower=RIGHT_EYE_LOWER, iris=RIGHT_IRIS, brow=RIGHT_BROW)
-    if side == "left":
-        return dict(outer=LEFT_EYE_OUTER, inner=LEFT_EYE_INNER, upper=LEFT_EYE_UPPER,
-                    lower=LEFT_EYE_LOWER, iris=LEFT_IRIS, brow=LEFT_BROW)
-    raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    """Landmark indices of one eye; ``side`` is ``"right"`` or ``"left"`` (the subject's).
+    The same dict (of the module's lists) every call, several times per eye and frame: read
+    it, never modify it."""
+    ix = _EYES.get(side)
+    if ix is None:
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    return ix
 
 
 def eye_contour(landmarks: np.ndarray, side: str) -> np.ndarray:
     """Closed eye-opening polygon (``N x 2`` pixels): upper lid outer→inner, lower lid back."""
-    ix = eye_indices(side)
-    return np.concatenate([landmarks[ix["upper"]], landmarks[ix["lower"][-2:0:-1]]], axis=0)
+    if side not in EYE_CONTOUR:
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    return landmarks[EYE_CONTOUR[side]]
