@@ -38,6 +38,22 @@ def _p(a, q):
     return round(float(np.percentile(a, q)), 2)
 
 
+def tracked_celeba(data, idx, tracker):
+    """Yield ``(i, image, faces)`` for the CelebA items ``idx`` of a built smile data set
+    ``data`` whose image reads and shows a face: the original image prepared for tracking
+    (``prepare_for_tracking``: upscaled, bordered) and ``tracker``'s faces on it."""
+    from warpcam.training.data.align import prepare_for_tracking
+
+    for i in idx:
+        img = cv2.imread(str(CELEBA / "images" / (data.ids[i].split("/", 1)[1] + ".jpg")))
+        if img is None:
+            continue
+        im, _, _ = prepare_for_tracking(img)
+        faces = tracker.track(im)
+        if faces:
+            yield i, im, faces
+
+
 def frame_cost(model, iters: int = 100) -> dict:
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.realtime.effects.smile import SmileSettings
@@ -128,7 +144,6 @@ def au_eval(model, data, limit: int) -> dict:
     from warpcam.realtime.effects.smile import SmileEffect, SmileSettings
     from warpcam.realtime.effects.smile_model import ModelSmileEffect
     from warpcam.realtime.tracker import FaceTracker
-    from warpcam.training.data.align import prepare_for_tracking
     from benchmarks.expression_eval import distance, load_embedder
     emb, why = load_embedder()
     comp = CpuCompositor()
@@ -138,15 +153,7 @@ def au_eval(model, data, limit: int) -> dict:
     rec = {k: [] for k in ("model", "landmark")}
     ident = []
     with FaceTracker(max_faces=1, static_images=True) as tr:
-        for i in idx:
-            src = data.ids[i].split("/", 1)[1] + ".jpg"
-            img = cv2.imread(str(CELEBA / "images" / src))
-            if img is None:
-                continue
-            im, _, _ = prepare_for_tracking(img)
-            faces = tr.track(im)
-            if not faces:
-                continue
+        for i, im, faces in tracked_celeba(data, idx, tr):
             r0 = est.estimate(faces[0])
             d = 1.0 if labels[i] < 0.5 else -1.0
             for kind in rec:

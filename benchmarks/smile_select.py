@@ -30,12 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from benchmarks import write_json
 
-CELEBA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "train" / "celeba"
 
 
 class ZeroHint:
@@ -53,8 +51,8 @@ def prepare(data, limit=None) -> list:
     """Tracked validation faces: ``(image, faces, delta, est0, emb0)``."""
     from benchmarks.expression_eval import load_embedder
     from warpcam.realtime.au import AUEstimator
+    from benchmarks.smile_model import tracked_celeba
     from warpcam.realtime.tracker import FaceTracker
-    from warpcam.training.data.align import prepare_for_tracking
     emb, why = load_embedder()
     if emb is None:
         raise SystemExit(f"dlib embedder: {why}")
@@ -62,14 +60,7 @@ def prepare(data, limit=None) -> list:
     out = []
     idx = range(len(data)) if limit is None else np.linspace(0, len(data) - 1, limit).astype(int)
     with FaceTracker(max_faces=1, static_images=True) as tr:
-        for i in idx:
-            img = cv2.imread(str(CELEBA / "images" / (data.ids[i].split("/", 1)[1] + ".jpg")))
-            if img is None:
-                continue
-            im, _, _ = prepare_for_tracking(img)
-            faces = tr.track(im)
-            if not faces:
-                continue
+        for i, im, faces in tracked_celeba(data, idx, tr):
             e0 = emb.embed(im)
             if e0 is None:
                 continue
