@@ -60,6 +60,7 @@ import torch.distributed as dist
 
 from warpcam.training.common.checkpoint import load_checkpoint, save_checkpoint
 from warpcam.training.common.distributed import cleanup, init_distributed_mode, mean_across
+from warpcam.training.common.loop import add_loop_args
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.gaze.train import git_commit
 from warpcam.training.smile.data import N_ANCHORS, SmileFaces
@@ -357,18 +358,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="start from this checkpoint's weights and optimiser state (a new run "
                         "with other losses; --resume continues the same run)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--output-dir", default="runs/smile")
-    p.add_argument("--resume", default=None, help="checkpoint, or 'auto'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--stop-at-step", type=int, default=None)
-    p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--no-progress", action="store_true")
-    return p
+    return add_loop_args(p, "runs/smile", ckpt_minutes=3.0, log_every=20)
 
 
 if __name__ == "__main__":
