@@ -61,13 +61,10 @@ def eye_corners(pts: np.ndarray, side: str) -> Tuple[np.ndarray, np.ndarray]:
 def eye_roi(pts: np.ndarray, side: str) -> Tuple[np.ndarray, float, float]:
     """The eye ROI rule: ``(centre (2,) px, axis angle radians, corner-to-corner width px)``;
     the ROI spans ``ROI_WIDTH_PER_EYE x ROI_HEIGHT_PER_EYE`` times the width."""
-    ix = lm.eye_indices(side)
-    ax, ay = float(pts[ix["outer"], 0]), float(pts[ix["outer"], 1])
-    bx, by = float(pts[ix["inner"], 0]), float(pts[ix["inner"], 1])
-    if side == "left":  # b - a along image +x for both eyes (eye_corners)
-        ax, ay, bx, by = bx, by, ax, ay
+    a, b = eye_corners(pts, side)
     centre = lm.eye_contour(pts, side).mean(axis=0, dtype=np.float64)
-    return centre, math.atan2(by - ay, bx - ax), float(math.hypot(bx - ax, by - ay))
+    dx, dy = float(b[0] - a[0]), float(b[1] - a[1])
+    return centre, math.atan2(dy, dx), math.hypot(dx, dy)
 
 
 def roi_affine_for(centre, angle: float, eye_w: float, crop_w: int, crop_h: int) -> np.ndarray:
