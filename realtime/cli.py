@@ -638,8 +638,7 @@ def run_job(args: argparse.Namespace, *, on_frame: Optional[callable] = None,
             # loops ends (the reference paths agree only within rounding, and the encoder
             # spreads such differences): compile first (from numba's cache: about a second).
             jit.prepare()
-        elif not jit.prepare(timeout=LIVE_JIT_WAIT_S) and any(
-                jit.why_not(m) == "still compiling in the background" for m in jit.MODULES):
+        elif not jit.prepare(timeout=LIVE_JIT_WAIT_S) and jit.compiling():
             # A live source waits for the loops only as long as loading them from numba's
             # cache takes (loading them while frames flow stalls a frame by ~100 ms); a
             # first-ever compile goes on in the background, the reference paths meanwhile.

@@ -306,13 +306,13 @@ def test_switch_off_and_missing_numba_fall_back(monkeypatch):
     # whether or not the loops are ready, and the build goes on in the background
     code = ("import time; from warpcam.core import jit; m = 'warpcam.core._jitloops'\n"
             "t = time.perf_counter(); first = jit.load(m); dt = time.perf_counter() - t\n"
-            "busy = jit.why_not(m) == 'still compiling in the background'\n"
+            "busy = jit.why_not(m) == 'still compiling in the background' and jit.compiling()\n"
             "t = time.perf_counter(); jit.prepare(timeout=0.2); dq = time.perf_counter() - t\n"
             "print(first is None, dt < 0.1, busy, dq < 1.0, jit.prepare(timeout=240),"
-            " jit.load(m) is not None)")
+            " jit.load(m) is not None, not jit.compiling())")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
-    assert r.stdout.split() == ["True"] * 6, r.stdout + r.stderr
+    assert r.stdout.split() == ["True"] * 7, r.stdout + r.stderr
 
 
 # ------------------------------------------------------------------------------ GPU check

@@ -129,6 +129,14 @@ def prepare(modules: Iterable[str] = MODULES, wait: bool = True,
     return all(m in _modules for m in mods)
 
 
+def compiling(modules: Iterable[str] = MODULES) -> bool:
+    """Whether a background build of any of ``modules`` is still running (started, and
+    neither ready nor failed)."""
+    wanted = set(modules)
+    return any(th.is_alive() and m not in _modules and m not in _failed
+               for m, th in list(_threads.items()) if m in wanted)
+
+
 def why_not(module: str) -> Optional[str]:
     """Why :func:`load` returned ``None`` for ``module`` (``None`` if it did not)."""
     if not _enabled:
