@@ -232,3 +232,103 @@ def test_resume_is_exact_and_export_round_trips(tmp_path):
     a, r = m(((x + 1) / 2).numpy(), rel.numpy())
     assert np.allclose(a, a_ref[:, 0].numpy(), atol=1e-5)
     assert np.allclose(r, r_ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
+def test_warp_is_a_backward_warp_in_pixels():
+    x = _faces(2)
+    zero = torch.zeros(2, 2, SIZE, SIZE)
+    assert torch.allclose(M.warp(x, zero), x, atol=1e-6)
+    shift = zero.clone()
+    shift[:, 0] = 3.0  # out(u, v) = x(u + 3, v)
+    out = M.warp(x, shift)
+    assert torch.allclose(out[..., :-3], x[..., 3:], atol=1e-5)
+    assert torch.allclose(out[..., -3:], x[..., -1:].expand_as(out[..., -3:]), atol=1e-5)
+
+
+def _flow_net(seed=0, attention=True):
+    torch.manual_seed(seed)
+    return M.AUGAN(M.AUNetConfig(size=SIZE, ngf=4, ndf=4, attention=attention, flow=True))
+
+
+def test_flow_head_is_zero_at_a_zero_condition_and_learns_an_au_displacement():
+    """The flow output is exactly 0 for a zero condition (at any weights: the basis term is
+    linear in the condition and the head starts at 0), bounded by flow_max; a few AU-loss steps
+    against a critic that reads a displacement move the AU's basis field, and only it."""
+    for attention in (True, False):
+        net = _flow_net(attention=attention)
+        x = _faces(4)
+        with torch.no_grad():
+            out = net.G(x, torch.zeros(4, 17))
+        assert out["flow"].shape == (4, 2, SIZE, SIZE)
+        assert float(out["flow"].abs().max()) == 0.0
+        assert torch.allclose(out["warped"], x, atol=1e-6)
+        if not attention:
+            assert torch.allclose(out["output"], x, atol=1e-6)
+    net = _flow_net()
+    x = _faces(4)
+    rel = torch.zeros(4, 17)
+    j = M.AU_NAMES.index("AU04")
+    rel[:, j] = 0.8
+    opt = torch.optim.Adam([net.G.flow_basis], 5e-2)
+    for _ in range(10):  # pull the upper half down: a stand-in for a brow lowerer's AU head
+        fl = net.G(x, rel)["flow"]
+        loss = (fl[:, 1, :SIZE // 2] + 2.0).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        fl = net.G(x, rel)["flow"]
+        zero_fl = net.G(x, torch.zeros(4, 17))["flow"]
+    assert float(fl[:, 1, :SIZE // 2].mean()) < -0.5
+    assert float(fl.abs().max()) <= 0.08 * SIZE + 1e-5
+    others = [k for k in range(17) if k != j]
+    assert float(net.G.flow_basis[others].detach().abs().max()) == 0.0
+    assert float(zero_fl.abs().max()) == 0.0
+
+
+def test_flow_training_pretrains_the_au_head_and_exports_a_flow(tmp_path):
+    """``--flow --pretrain-d-steps``: the critic's AU head is fitted first (its loss falls),
+    the run resumes exactly, and the exported program gives the flow as a third output that
+    the live loader accepts."""
+    from warpcam.realtime.effects.au_edit import load_au_model
+    from warpcam.training.au.export import export, metadata, model_from_checkpoint
+    data = _tiny_dataset(tmp_path / "d")
+    from types import SimpleNamespace
+    from warpcam.training.au import train
+    net = _flow_net()
+    faces = AUFaces(data, "train", SIZE)
+    x, real = faces.batch(torch.arange(10), torch.Generator().manual_seed(0), augment=False)[:2]
+    before = float(torch.nn.functional.mse_loss(net.D(x)[1], real).detach())
+    info = SimpleNamespace(rank=0, world_size=1, distributed=False, is_main=True,
+                           device=torch.device("cpu"))
+    args = train.get_args_parser().parse_args(
+        ["--data", "x", "--pretrain-d-steps", "40", "--batch-size", "4", "--lr", "1e-3"])
+    train.pretrain_au_head(net, train._Opt(net, 1e-3, 0.5), faces, info, args)
+    after = float(torch.nn.functional.mse_loss(net.D(x)[1], real).detach())
+    assert after < 0.5 * before, (before, after)
+    flags = ("--flow", "--pretrain-d-steps", "3")
+    straight = _train(data, tmp_path / "a", *flags, "--stop-at-step", "4")
+    _train(data, tmp_path / "b", *flags, "--stop-at-step", "2")
+    resumed = _train(data, tmp_path / "b", *flags, "--stop-at-step", "4", "--resume", "auto")
+    assert straight["steps"] == resumed["steps"] == 4
+    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert any(k.startswith("G.flow_") for k in sa)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    net, ck = model_from_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    with torch.no_grad():  # a visible flow for the round trip
+        net.G.flow_basis[M.AU_NAMES.index("AU12"), 0] = 0.5
+    out = export(net, metadata(net.cfg, ck), tmp_path / "m.pt2")
+    m = load_au_model(out, device="cpu")
+    assert m.flow
+    rel = torch.zeros(2, 17)
+    rel[:, M.AU_NAMES.index("AU12")] = 1.0
+    xi = (_faces(2) + 1) / 2
+    with torch.no_grad():
+        a_ref, r_ref, f_ref = M.AUInference(net.G)(xi, rel)
+    a, r, f = m(xi.numpy(), rel.numpy())
+    assert float(f_ref.abs().max()) > 1.0
+    assert np.allclose(a, a_ref[:, 0].numpy(), atol=1e-5)
+    assert np.allclose(r, r_ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    assert np.allclose(f, f_ref.permute(0, 2, 3, 1).numpy(), atol=1e-4)

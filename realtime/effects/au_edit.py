@@ -192,21 +192,26 @@ class AUEditSettings:
 
 class AUEditModel:
     """A loaded AU-editing generator: ``model(crops (N, 3, S, S) RGB [0, 1], rel (N, C))
-    -> (attention (N, S, S), residual (N, S, S, 3) RGB)`` as numpy float32. Use
-    :func:`load_au_model`."""
+    -> (attention (N, S, S), residual (N, S, S, 3) RGB)`` as numpy float32, and for a flow
+    model (``flow`` True) a third array ``flow (N, S, S, 2)``, the backward warp in crop
+    pixels (x, y). Use :func:`load_au_model`."""
 
     def __init__(self, runtime):
         self.runtime = runtime
         self.meta = runtime.meta.to_dict()
         self.path, self.backend = runtime.path, runtime.backend
         self.size = int(runtime.meta.crop_h)
-        extra = self.meta.get("extra", {}) or {}
+        extra = dict(getattr(runtime.meta, "extra", None) or {})
         self.au_names = tuple(extra.get("au_names") or runtime.meta.conditioning.order)
         self.au_scale = float(extra.get("au_scale", 5.0))
+        self.flow = bool(extra.get("flow", False))
 
     def __call__(self, crops, rel):
-        att, res = self.runtime(crops, np.asarray(rel, np.float32))[:2]
-        return np.asarray(att)[:, 0], np.asarray(res).transpose(0, 2, 3, 1)
+        outs = self.runtime(crops, np.asarray(rel, np.float32))
+        att, res = np.asarray(outs[0])[:, 0], np.asarray(outs[1]).transpose(0, 2, 3, 1)
+        if not self.flow:
+            return att, res
+        return att, res, np.asarray(outs[2]).transpose(0, 2, 3, 1)
 
 
 def load_au_model(path=None, device: str = "auto", threads: Optional[int] = 1) -> AUEditModel:
@@ -233,12 +238,13 @@ def load_au_model(path=None, device: str = "auto", threads: Optional[int] = 1) -
                            f"({', '.join(unknown) or 'none named'})")
     s = model.size
     try:
-        att, res = model(np.full((1, 3, s, s), 0.5, np.float32),
-                         np.zeros((1, len(model.au_names)), np.float32))
+        outs = model(np.full((1, 3, s, s), 0.5, np.float32),
+                     np.zeros((1, len(model.au_names)), np.float32))
     except Exception as exc:
         raise AUModelError(f"{path}: the program fails on a test input "
                            f"({type(exc).__name__}: {str(exc)[:120]})") from None
-    if att.shape != (1, s, s) or res.shape != (1, s, s, 3):
+    shapes = [(1, s, s), (1, s, s, 3)] + ([(1, s, s, 2)] if model.flow else [])
+    if [getattr(o, "shape", None) for o in outs] != shapes:
         raise AUModelError(f"{path}: outputs of the wrong shape")
     return model
 

@@ -6,7 +6,8 @@ metadata.
 
 The program is :class:`warpcam.training.au.model.AUInference`: ``(img (N, 3, S, S) RGB
 [0, 1], rel_aus (N, 17) relative AUs / 5) -> (attention (N, 1, S, S) in [0, 1], 1 keeps the
-input; residual (N, 3, S, S) RGB, colour - input in [0, 1] units)``, dynamic batch 1..16.
+input; residual (N, 3, S, S) RGB, colour - input in [0, 1] units)``, and with ``--flow`` a
+third output ``flow (N, 2, S, S)``, the backward warp in crop pixels; dynamic batch 1..16.
 Metadata (:class:`warpcam.core.artifact.ArtifactMeta`, embedded and in ``OUT.json``):
 ``roi = "face"``, the aligned-face template, AU names and scale, config, data, terms. Written
 through :func:`warpcam.training.common.export.save_verified` (nothing is left at ``OUT`` when
@@ -61,7 +62,10 @@ def metadata(cfg: AUNetConfig, ckpt: dict, notes: str = "") -> dict:
                        f"divided by {AU_SCALE:g}; 0 leaves an AU as it is"),
         outputs=(artifact.OutputSpec("attention", "(N, 1, H, W) in [0, 1]; 1 keeps the input"),
                  artifact.OutputSpec("residual", "(N, 3, H, W) RGB colour - input, [0, 1] "
-                                     "units; out = in + (1 - attention) residual")),
+                                     "units; out = in + (1 - attention) residual"))
+        + ((artifact.OutputSpec("flow", "(N, 2, H, W) backward warp in crop pixels (x, y); "
+                                "out = attention warp(in, flow) + (1 - attention) "
+                                "(in + residual)"),) if cfg.flow else ()),
         config=cfg.to_dict(),
         training=artifact.TrainingInfo(
             data=tuple(extra.get("data", [])), sizes=tuple(extra.get("data_sizes", [])),
@@ -70,7 +74,7 @@ def metadata(cfg: AUNetConfig, ckpt: dict, notes: str = "") -> dict:
             exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             minutes=round(float(mins), 1) if mins is not None else None, notes=notes),
         extra=dict(terms=TERMS, au_names=list(AU_NAMES), au_scale=AU_SCALE,
-                   attention=cfg.attention))
+                   attention=cfg.attention, flow=cfg.flow))
     return meta.to_dict()
 
 

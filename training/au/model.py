@@ -20,6 +20,15 @@ Convention block:
   ``attention=True`` (GANimation): a colour ``C = tanh(conv7)`` and an attention mask
   ``A = sigmoid(conv7)`` (``(N, 1, S, S)``; 1 keeps the input pixel) with
   ``out = A * x + (1 - A) * C``.
+- Flow (``flow=True``, beyond both papers; DESIGN.md "Generators at low resolution"): a
+  backward warp ``F`` (``(N, 2, S, S)``, crop pixels, x then y; ``out(u, v) = x(u + F_x,
+  v + F_y)``) of the input replaces ``x`` in the blend: ``out = A * warp(x, F) + (1 - A) * C``
+  (or ``warp(x, F)`` without attention). ``F = flow_max * S * tanh(B c + N(y))``, bilinearly
+  upsampled from ``S/4``: ``B`` is a learned **condition-linear** basis (one ``2 x S/8 x S/8``
+  field per AU; the faces are aligned, so an AU's displacement is much the same field on every
+  face and a short CPU run learns it), ``N`` a 3x3 conv on the decoder's ``S/4`` features
+  (initialised to 0, the per-face correction). Geometric AUs (brows, lids, lip corners) are
+  displacements of the face's own pixels, which keep the frame's detail at any size.
 - Critic :class:`Critic` (``Discriminator_Plus``): conv5 s2 then conv4 s2 layers doubling
   the width (capped at ``16 ndf``) down to 2 x 2 (128 px: six stride-2 layers; 96 px: 3 x 3),
   LeakyReLU 0.01, no normalisation, no bias; a 3x3 WGAN critic head (a patch map) and an AU
@@ -51,6 +60,9 @@ class AUNetConfig:
     ndf: int = 64
     cond_nc: int = len(AU_NAMES)
     attention: bool = False
+    flow: bool = False
+    #: largest flow displacement, a share of the crop side (``S``)
+    flow_max: float = 0.08
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +168,23 @@ class UNetMSFGenerator(nn.Module):
         self.color = nn.Conv2d(g, 3, 7, 1, 3, bias=False)
         self.att = nn.Conv2d(g, 1, 7, 1, 3, bias=False) if cfg.attention else None
         self.apply(_init)
+        if cfg.flow:
+            self.flow_basis = nn.Parameter(torch.zeros(c, 2, cfg.size // 8, cfg.size // 8))
+            self.flow_net = nn.Conv2d(4 * g, 2, 3, 1, 1)
+            nn.init.zeros_(self.flow_net.weight)
+            nn.init.zeros_(self.flow_net.bias)
+        else:
+            self.flow_basis = self.flow_net = None
+
+    def flow_field(self, c: torch.Tensor, y3: torch.Tensor) -> torch.Tensor:
+        """The backward warp ``(N, 2, S, S)`` in crop pixels (module docstring) from the
+        condition ``c`` ``(N, C)`` and the decoder's ``S/4`` features ``y3``."""
+        s = self.cfg.size
+        lin = torch.einsum("nc,cxhw->nxhw", c, self.flow_basis)
+        raw = F.interpolate(lin, size=y3.shape[-2:], mode="bilinear",
+                            align_corners=False) + self.flow_net(y3)
+        f = torch.tanh(raw) * (self.cfg.flow_max * s)
+        return F.interpolate(f, size=(s, s), mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> Dict[str, torch.Tensor]:
         h0 = self.e0(x)
@@ -168,14 +197,34 @@ class UNetMSFGenerator(nn.Module):
         s2 = self.skip2(h2, s3, c)
         s1 = self.skip1(h1, s2, c)
         y = self.d4(b)
-        y = self.d3(torch.cat([y, s3], 1))
-        y = self.d2(torch.cat([y, s2], 1))
+        y3 = self.d3(torch.cat([y, s3], 1))
+        y = self.d2(torch.cat([y3, s2], 1))
         y = self.d1(torch.cat([y, s1], 1))
         col = torch.tanh(self.color(y))
+        extra, src = {}, x
+        if self.flow_net is not None:
+            fl = self.flow_field(c, y3)
+            src = warp(x, fl)
+            extra = dict(flow=fl, warped=src)
+            if self.att is None:
+                return dict(output=src, color=col, **extra)
         if self.att is None:
             return dict(output=col)
         a = torch.sigmoid(self.att(y))
-        return dict(output=a * x + (1 - a) * col, color=col, attention=a)
+        return dict(output=a * src + (1 - a) * col, color=col, attention=a, **extra)
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp: ``out(u, v) = x(u + flow_x, v + flow_y)`` (bilinear, border
+    replicated); ``x`` ``(N, C, H, W)``, ``flow`` ``(N, 2, H, W)`` in pixels, pixel centres at
+    integers."""
+    n, _, h, w = x.shape
+    ys = torch.arange(h, dtype=x.dtype, device=x.device)
+    xs = torch.arange(w, dtype=x.dtype, device=x.device)
+    gx = (xs[None, None, :] + flow[:, 0]) * (2.0 / w) + (1.0 / w - 1.0)
+    gy = (ys[None, :, None] + flow[:, 1]) * (2.0 / h) + (1.0 / h - 1.0)
+    return F.grid_sample(x, torch.stack([gx, gy], -1), mode="bilinear",
+                         padding_mode="border", align_corners=False)
 
 
 class Critic(nn.Module):
@@ -216,7 +265,11 @@ class AUInference(nn.Module):
     (attention (N, 1, S, S) [0, 1], residual (N, 3, S, S) = color - img in [0, 1] units)``.
     Without attention the mask is all zeros and the residual ``output - img``. The effect
     composites ``frame + (1 - attention) * upsample(residual)`` (DESIGN.md: residuals keep the
-    frame's detail)."""
+    frame's detail).
+
+    With a flow (``cfg.flow``) a third output ``flow (N, 2, S, S)``, the backward warp in crop
+    pixels, and the composite is ``attention * warp(frame, flow) + (1 - attention) * (frame +
+    residual)`` (without attention: the mask is all ones, a pure warp)."""
 
     def __init__(self, g: UNetMSFGenerator):
         super().__init__()
@@ -225,6 +278,10 @@ class AUInference(nn.Module):
     def forward(self, img, rel):
         x = img * 2 - 1
         out = self.g(x, rel)
+        if "flow" in out:
+            if "attention" not in out:
+                return torch.ones_like(x[:, :1]), torch.zeros_like(x), out["flow"]
+            return out["attention"], (out["color"] - x) * 0.5, out["flow"]
         if "attention" in out:
             return out["attention"], (out["color"] - x) * 0.5
         return torch.zeros_like(x[:, :1]), (out["output"] - x) * 0.5
@@ -251,6 +308,11 @@ class LossWeights:
     #: short run's mask that saturates near 1 leaves a colour of noise (rainbow lips where it
     #: opens); 0 is the recipe.
     color_rec: float = 0.0
+    #: with a flow output (beyond both papers): ``mean |F|`` in crop pixels on both passes,
+    #: the flow's counterpart of GANimation's mask sparsity (the AU head's gradient reaches
+    #: every pixel; without it the flow drifts everywhere), and the TV of ``F`` (smoothness).
+    flow: float = 1.0
+    flow_tv: float = 1e-4
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -287,7 +349,8 @@ def g_losses(net: AUGAN, x: torch.Tensor, rel: torch.Tensor, desired: torch.Tens
              w: LossWeights) -> Dict[str, torch.Tensor]:
     """``-mean D(G(x, d)) + 150 MSE(AU_D(fake), desired) + 30 L1(G(x, 0), x)
     + 30 L1(G(G(x, d), -d), x) + 1e-5 TV(fake)`` and, with attention, GANimation's mask terms
-    (``mean(A)`` on both passes, TV of A)."""
+    (``mean(A)`` on both passes, TV of A); with a flow, ``mean |F|`` and TV of F on both
+    passes."""
     out = net.G(x, rel)
     fake = out["output"]
     cf, au = net.D(fake)
@@ -310,5 +373,11 @@ def g_losses(net: AUGAN, x: torch.Tensor, rel: torch.Tensor, desired: torch.Tens
             color_rec = (rec_out["color"] - x).abs().mean()
             g = g + w.color_rec * color_rec
             terms["color_rec"] = color_rec
+    if "flow" in out:
+        f1, f2 = out["flow"], cyc_out["flow"]
+        fl = f1.abs().mean() + f2.abs().mean()
+        fl_tv = total_variation(f1) + total_variation(f2)
+        g = g + w.flow * fl + w.flow_tv * fl_tv
+        terms.update(flow=fl, flow_tv=fl_tv, flow_mean=f1.abs().mean().detach())
     terms["g"] = g
     return terms

@@ -48,14 +48,22 @@ from warpcam.training.common.loop import add_loop_args
 from warpcam.training.common.runlog import RunLogger
 from warpcam.training.gaze.train import git_commit
 
-LOG_TERMS = ("d_adv", "d_au", "gp", "g_adv", "g_au", "rec", "cyc", "att_mean", "color_rec")
+LOG_TERMS = ("d_adv", "d_au", "gp", "g_adv", "g_au", "rec", "cyc", "att_mean", "color_rec",
+             "flow_mean")
 
 
 class _Opt:
     """The two Adam optimisers of G and D in one object (one state dict for checkpoints)."""
 
-    def __init__(self, net: AUGAN, lr: float, beta1: float):
-        self.g = torch.optim.Adam(net.G.parameters(), lr=lr, betas=(beta1, 0.999))
+    def __init__(self, net: AUGAN, lr: float, beta1: float, flow_lr_mult: float = 1.0):
+        fl = [p for n, p in net.G.named_parameters() if n.startswith("flow_")]
+        rest = [p for n, p in net.G.named_parameters() if not n.startswith("flow_")]
+        groups = [dict(params=rest, mult=1.0)]
+        if fl:
+            groups.append(dict(params=fl, mult=float(flow_lr_mult)))
+        for grp in groups:
+            grp["lr"] = lr * grp["mult"]
+        self.g = torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999))
         self.d = torch.optim.Adam(net.D.parameters(), lr=lr, betas=(beta1, 0.999))
 
     def state_dict(self):
@@ -68,7 +76,7 @@ class _Opt:
     def set_lr(self, lr: float):
         for o in (self.g, self.d):
             for grp in o.param_groups:
-                grp["lr"] = lr
+                grp["lr"] = lr * grp.get("mult", 1.0)
 
 
 def _step(opt, params, loss, info) -> bool:
@@ -111,9 +119,32 @@ def evaluate(net: AUGAN, data: AUFaces, device, n: int = 64, seed: int = 1) -> d
     rec = (net.G(x, torch.zeros_like(rel))["output"] - x).abs().mean()
     res = dict(au_real_mse=float(((au_r - real) ** 2).mean()),
                au_fake_mse=float(((au_f - desired) ** 2).mean()), rec_l1=float(rec),
-               att_mean=float(out["attention"].mean()) if "attention" in out else 1.0)
+               att_mean=float(out["attention"].mean()) if "attention" in out else 1.0,
+               flow_mean=float(out["flow"].abs().mean()) if "flow" in out else 0.0)
     net.train()
     return res
+
+
+def pretrain_au_head(net: AUGAN, opt: _Opt, train: AUFaces, info, args) -> None:
+    """``--pretrain-d-steps N`` (beyond the seed): N critic steps on the AU-regression term
+    alone (``MSE(AU_D(x), real)`` on real faces), so that the generator's AU loss points the
+    right way from its first step; a short CPU run cannot afford the many steps in which the
+    recipe's critic learns it alongside the generator. Not counted in ``step``."""
+    n = len(train)
+    t0 = time.time()
+    run = 0.0
+    for i in range(args.pretrain_d_steps):
+        g = torch.Generator().manual_seed(args.seed * 7919 + i)
+        idx = torch.randint(0, n, (args.batch_size,), generator=g)
+        idx = idx[info.rank::info.world_size]
+        x, real, _, _ = (t.to(info.device) for t in train.batch(idx, g))
+        _, au = net.D(x)
+        loss = torch.nn.functional.mse_loss(au, real)
+        _step(opt.d, net.D.parameters(), loss, info)
+        run = float(loss) if i == 0 else 0.98 * run + 0.02 * float(loss)
+        if info.is_main and (i + 1) % max(1, args.log_every * 5) == 0:
+            print(f"pretrain D {i + 1}/{args.pretrain_d_steps}: AU mse {run:.5f} "
+                  f"{(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 def main(args) -> dict:
@@ -123,16 +154,18 @@ def main(args) -> dict:
     torch.manual_seed(args.seed)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = AUNetConfig(size=args.size, ngf=args.ngf, ndf=args.ndf, attention=args.attention)
+    cfg = AUNetConfig(size=args.size, ngf=args.ngf, ndf=args.ndf, attention=args.attention,
+                      flow=args.flow, flow_max=args.flow_max)
     w = LossWeights(au=args.au_weight, rec=args.rec_weight, cyc=args.cyc_weight,
                     tv=args.tv_weight, gp=args.gp_weight, att=args.att_weight,
-                    att_tv=args.att_tv_weight, color_rec=args.color_rec_weight)
+                    att_tv=args.att_tv_weight, color_rec=args.color_rec_weight,
+                    flow=args.flow_weight, flow_tv=args.flow_tv_weight)
     train = AUFaces(args.data, "train", args.size, sets=args.sets, limit=args.limit,
                     single_au=args.single_au)
     val = AUFaces(args.data, "val", args.size, sets=args.sets, limit=64) \
         if not args.no_val else None
     net = AUGAN(cfg).to(info.device)
-    opt = _Opt(net, args.lr, args.beta1)
+    opt = _Opt(net, args.lr, args.beta1, args.flow_lr_mult)
     step = 0
     ckpt = out_dir / "checkpoint.pt"
     if args.resume:
@@ -190,9 +223,13 @@ def main(args) -> dict:
                                        + (prev_minutes or 0.0)))
 
     prev_minutes = None
-    if args.resume and ckpt.exists():
+    resumed = bool(args.resume and ckpt.exists())
+    if resumed:
         prev_minutes = torch.load(ckpt, map_location="cpu",
                                   weights_only=True).get("extra", {}).get("minutes")
+    if args.pretrain_d_steps and not resumed and not args.init:
+        pretrain_au_head(net, opt, train, info, args)
+        save()
     while step < total and not stopped:
         epoch = step // steps_per_epoch
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(
@@ -218,6 +255,7 @@ def main(args) -> dict:
                 vals.update({k: gt[k] for k in ("g_adv", "g_au", "rec", "cyc")})
                 vals["att_mean"] = gt.get("att_mean", torch.tensor(1.0))
                 vals["color_rec"] = gt.get("color_rec", torch.tensor(0.0))
+                vals["flow_mean"] = gt.get("flow_mean", torch.tensor(0.0))
             step += 1
             for k, v in vals.items():
                 v = float(v.detach())
@@ -242,7 +280,7 @@ def main(args) -> dict:
                 ev = evaluate(net, val, info.device)
                 ev.update(step=step, minutes=(time.time() - t0) / 60)
                 history.append(ev)
-                for k in ("au_real_mse", "au_fake_mse", "rec_l1", "att_mean"):
+                for k in ("au_real_mse", "au_fake_mse", "rec_l1", "att_mean", "flow_mean"):
                     logger.scalar(f"val/{k}", ev[k], step)
                 print(f"val step {step}: {json.dumps(ev)}", flush=True)
             stop = torch.tensor(float(time.time() > deadline or step >= total or (
@@ -294,6 +332,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-rec-weight", type=float, default=0.0,
                    help="with --attention: L1 of the colour output to the input at a zero "
                         "condition (beyond the papers; model.LossWeights.color_rec)")
+    p.add_argument("--flow", action="store_true",
+                   help="a backward-warp flow output with a condition-linear basis (beyond "
+                        "the papers; model.py)")
+    p.add_argument("--flow-max", type=float, default=0.08,
+                   help="largest flow displacement, a share of the crop side")
+    p.add_argument("--flow-lr-mult", type=float, default=10.0,
+                   help="learning-rate multiple of the flow basis and head")
+    p.add_argument("--flow-weight", type=float, default=1.0,
+                   help="mean |flow| (px) on both passes (model.LossWeights.flow)")
+    p.add_argument("--flow-tv-weight", type=float, default=1e-4)
+    p.add_argument("--pretrain-d-steps", type=int, default=0,
+                   help="critic AU-regression steps before the GAN (a new run only)")
     p.add_argument("--single-au", type=float, default=0.0, metavar="P",
                    help="share of faces whose target moves one AU alone (beyond the seed; "
                         "training/au/data.py)")
