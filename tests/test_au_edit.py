@@ -219,6 +219,50 @@ def test_composite_is_the_models_rgb_edit_in_place(hd_frame_face):
     assert straight.max() < 0.08  # both resamplings soften the network's 2-px grid a little
     assert swapped[0] > 2 * straight[0] and swapped[2] > 2 * straight[2]
 
+class ShiftModel:
+    """A flow model: attention 1 (keep the warped frame), no residual, and a backward warp of
+    ``(+2, -1)`` crop pixels over the whole crop (``flow`` True: three outputs)."""
+
+    size, au_names, au_scale, flow = S, AUS, 5.0, True
+
+    def __call__(self, crops, rel):
+        n = crops.shape[0]
+        fl = np.zeros((n, S, S, 2), np.float32)
+        fl[..., 0], fl[..., 1] = 2.0, -1.0
+        return (np.ones((n, S, S), np.float32), np.zeros((n, S, S, 3), np.float32), fl)
+
+
+def test_flow_model_moves_the_frames_own_pixels(hd_frame_face):
+    """A flow model's crop-pixel displacement lands on the frame through the crop's affine:
+    where the window is 1 the output is the frame sampled at ``p + L f`` (``L`` the crop ->
+    frame linear part), so the edit moves the frame's own HD pixels, and nothing changes
+    outside the face box."""
+    from warpcam.kernels.cpu import CpuCompositor
+    frame, face = hd_frame_face
+    eff = AUEditEffect(AUEditSettings(edit="AU04=1"), ShiftModel(), follow=1.0)
+    jobs = eff.jobs(frame, [face], 0.0)
+    assert len(jobs) == 1 and jobs[0].flow.any()
+    out = CpuCompositor().composite(frame, jobs)
+    A = aligned_affine(face.landmarks, S)
+    d = A[:, :2] @ np.array([2.0, -1.0])
+    assert np.hypot(*d) > 4.0  # the face is about 3 frame pixels per crop pixel
+    mx = np.float32(np.arange(1280) + d[0])[None].repeat(720, 0)
+    my = np.float32(np.arange(720) + d[1])[:, None].repeat(1280, 1)
+    want = cv2.remap(frame, mx, my, cv2.INTER_LINEAR)
+    # the crop's centre, where the window is 1 (crop 30..66)
+    c = np.array([[30, 30, 1], [66, 66, 1]], np.float64) @ A.T
+    x0, y0 = np.ceil(c.min(0)).astype(int)
+    x1, y1 = np.floor(c.max(0)).astype(int)
+    diff = np.abs(out[y0:y1, x0:x1].astype(int) - want[y0:y1, x0:x1].astype(int))
+    moved = np.abs(frame[y0:y1, x0:x1].astype(int) - want[y0:y1, x0:x1].astype(int))
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 2, diff.max()
+    assert moved.mean() > 3 * max(diff.mean(), 0.1)  # and the shift is really visible
+    bx, by, bw, bh = jobs[0].meta["box"]
+    outside = np.ones(frame.shape[:2], bool)
+    outside[by:by + bh, bx:bx + bw] = False
+    assert np.array_equal(out[outside], frame[outside])
+
+
 def test_still_face_reuses_the_network_and_condition_is_smoothed(hd_frame_face):
     frame, face = hd_frame_face
     m = FakeModel()

@@ -358,7 +358,8 @@ class AUEditEffect(Effect):
             return None
         return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
-    def _support(self, att: np.ndarray, res: np.ndarray, size: int, fade: float) -> tuple:
+    def _support(self, att: np.ndarray, res: np.ndarray, size: int, fade: float,
+                 flow: Optional[np.ndarray] = None, scale: float = 1.0) -> tuple:
         """The model-crop rectangle ``(u0, v0, u1, v1)`` outside of which the edit provably
         changes no byte of the frame, or ``()`` when it changes none at all.
 
@@ -370,12 +371,22 @@ class AUEditEffect(Effect):
         levels, the result rounds back to the frame's own byte. The rectangle holds every
         texel above that bound, grown by one texel (a sample reads its neighbours). The
         edited face box shrinks to the footprint of this rectangle: for a single AU the
-        mask opens on a few percent of the crop, and the full-resolution work with it."""
+        mask opens on a few percent of the crop, and the full-resolution work with it.
+
+        With a ``flow`` (crop pixels; a flow model's composite is ``alpha (attention
+        warp(frame) + (1 - attention) colour - frame)``, ``alpha = window fade``), a bilinear
+        sample displaced by ``d`` frame pixels differs from the frame's own by at most ``255
+        |d|_1`` grey levels, and a displacement of ``(dx, dy)`` crop pixels is at most
+        ``sqrt(2) scale (|dx| + |dy|)`` frame pixels in that norm (``scale``: frame pixels
+        per crop pixel); the two bounds add."""
         kernel = np.ones((3, 3), np.uint8)
         open_ = cv2.dilate(1.0 - np.clip(att, 0.0, 1.0), kernel)
         amp = cv2.dilate(np.abs(res).max(axis=2) * np.float32(255.0), kernel)
         win = cv2.dilate(self._window(size), kernel)
         bound = open_ * amp * win * np.float32(fade)
+        if flow is not None:
+            shift = cv2.dilate(np.abs(flow).sum(axis=2), kernel)
+            bound = bound + shift * win * np.float32(np.sqrt(2.0) * scale * 255.0 * fade)
         hot = bound >= 0.49
         rows = np.flatnonzero(hot.any(axis=1))
         if rows.size == 0:
@@ -462,17 +473,19 @@ class AUEditEffect(Effect):
             crops = FrameCrops(None, frame)
         if todo:
             batch = crops.tensor(np.stack([a for _, a, _, _ in todo]), (size, size), 0.0, 1.0)
-            att, res = model(batch, np.stack([c for _, _, c, _ in todo]))
+            outs = model(batch, np.stack([c for _, _, c, _ in todo]))
             self.calls += 1
             for j, (key, _, _, sig) in enumerate(todo):
-                have[key] = (np.ascontiguousarray(att[j], np.float32),
-                             np.ascontiguousarray(res[j], np.float32))
+                have[key] = tuple(np.ascontiguousarray(o[j], np.float32) for o in outs)
                 if self.cache is not None:
                     self.cache.put(key, sig, have[key])
         jobs = []
         for key, A, fade in out:
-            att, res = have[key]
-            box = self._box(A, size, frame.shape, self._support(att, res, size, fade))
+            att, res = have[key][:2]
+            flow = have[key][2] if len(have[key]) > 2 else None
+            scale = float(np.sqrt(abs(np.linalg.det(np.asarray(A, np.float64)[:, :2]))))
+            box = self._box(A, size, frame.shape,
+                            self._support(att, res, size, fade, flow, scale))
             if box is None:
                 continue
             x0, y0, w, h = box
@@ -487,10 +500,18 @@ class AUEditEffect(Effect):
                                  borderMode=cv2.BORDER_CONSTANT)
             own = crops.numpy(T[None], (h, w), 0.0, 1.0)[0].transpose(1, 2, 0)  # exact pixels
             color = np.clip((own + res_b)[..., ::-1] * 255.0, 0.0, 255.0).astype(np.float32)
-            alpha = win * (1.0 - np.clip(keep, 0.0, 1.0)) * np.float32(fade)
-            jobs.append(WarpJob(crop_to_frame=T, flow=np.zeros((h, w, 2), np.float32),
+            if flow is None:
+                alpha = win * (1.0 - np.clip(keep, 0.0, 1.0)) * np.float32(fade)
+                job_flow, job_att = np.zeros((h, w, 2), np.float32), np.zeros((h, w), np.float32)
+            else:
+                # a crop-pixel displacement is a frame displacement through A's linear part
+                fl = cv2.warpAffine(flow, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+                job_flow = (fl @ np.asarray(A, np.float32)[:, :2].T).astype(np.float32)
+                job_att = np.clip(keep, 0.0, 1.0).astype(np.float32)
+                alpha = win * np.float32(fade)
+            jobs.append(WarpJob(crop_to_frame=T, flow=np.ascontiguousarray(job_flow),
                                 alpha=alpha.astype(np.float32), color=color,
-                                attention=np.zeros((h, w), np.float32),
+                                attention=job_att,
                                 kind="face", face_id=key,
                                 meta=dict(fade=fade, box=box, model=True,
                                           cond=self.tracks[key].cond.copy())))

@@ -56,8 +56,8 @@ class _Opt:
     """The two Adam optimisers of G and D in one object (one state dict for checkpoints)."""
 
     def __init__(self, net: AUGAN, lr: float, beta1: float, flow_lr_mult: float = 1.0):
-        fl = [p for n, p in net.G.named_parameters() if n.startswith("flow_")]
-        rest = [p for n, p in net.G.named_parameters() if not n.startswith("flow_")]
+        fl = [p for n, p in net.G.named_parameters() if n == "flow_basis"]
+        rest = [p for n, p in net.G.named_parameters() if n != "flow_basis"]
         groups = [dict(params=rest, mult=1.0)]
         if fl:
             groups.append(dict(params=fl, mult=float(flow_lr_mult)))
@@ -338,7 +338,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-max", type=float, default=0.08,
                    help="largest flow displacement, a share of the crop side")
     p.add_argument("--flow-lr-mult", type=float, default=10.0,
-                   help="learning-rate multiple of the flow basis and head")
+                   help="learning-rate multiple of the condition-linear flow basis (Adam moves "
+                        "each entry by about lr a step; the head keeps lr)")
     p.add_argument("--flow-weight", type=float, default=1.0,
                    help="mean |flow| (px) on both passes (model.LossWeights.flow)")
     p.add_argument("--flow-tv-weight", type=float, default=1e-4)
