@@ -253,7 +253,7 @@ def colour_check(model, figure=None) -> dict:
         ask = lv or 0.001  # the effect makes no job for a zero request
         rel = np.zeros((1, len(model.au_names)), np.float32)
         rel[0, k12] = ask
-        att, r = (v[0] for v in model(x, rel))
+        att, r = (v[0] for v in model(x, rel)[:2])
         col = xin + r
         py = xin + (win * (1.0 - att))[..., None] * r
         eff = AUEditEffect(AUEditSettings(edit=f"AU12={ask}"), model,
@@ -277,7 +277,7 @@ def colour_check(model, figure=None) -> dict:
                 live_vs_model_rb_swapped_l1=[round(float(v), 4) for v in
                                              np.abs(live - py[..., ::-1])[opened].mean(0)])
         xb = np.ascontiguousarray(x[:, ::-1])  # the same crop fed as BGR
-        _, rb = (v[0] for v in model(xb, rel))
+        _, rb = (v[0] for v in model(xb, rel)[:2])
         row["bgr_feed"] = dict(colour_l1=round(float(np.abs(rb).mean()), 3),
                                colour_mean=[round(float(v), 3) for v in
                                             (xb[0].transpose(1, 2, 0) + rb).reshape(-1, 3)

@@ -205,7 +205,7 @@ def test_composite_is_the_models_rgb_edit_in_place(hd_frame_face):
     x = FrameCrops(None, frame).numpy(A[None], (m.size, m.size))
     rel = np.zeros((1, len(m.au_names)), np.float32)
     rel[0, m.au_names.index("AU12")] = 1.0
-    att, res = (v[0] for v in m(x, rel))
+    att, res = (v[0] for v in m(x, rel)[:2])
     xin = x[0].transpose(1, 2, 0)
     w = border_window(m.size, m.size, 0.12) * (1.0 - att)
     model = xin + w[..., None] * res

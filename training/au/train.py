@@ -141,7 +141,8 @@ def pretrain_au_head(net: AUGAN, opt: _Opt, train: AUFaces, info, args) -> None:
         _, au = net.D(x)
         loss = torch.nn.functional.mse_loss(au, real)
         _step(opt.d, net.D.parameters(), loss, info)
-        run = float(loss) if i == 0 else 0.98 * run + 0.02 * float(loss)
+        v = float(loss.detach())
+        run = v if i == 0 else 0.98 * run + 0.02 * v
         if info.is_main and (i + 1) % max(1, args.log_every * 5) == 0:
             print(f"pretrain D {i + 1}/{args.pretrain_d_steps}: AU mse {run:.5f} "
                   f"{(time.time() - t0) / 60:.1f} min", flush=True)
@@ -229,6 +230,9 @@ def main(args) -> dict:
                                   weights_only=True).get("extra", {}).get("minutes")
     if args.pretrain_d_steps and not resumed and not args.init:
         pretrain_au_head(net, opt, train, info, args)
+        # a fresh critic optimiser: Adam's second moments from the small AU-only gradients
+        # would make the first adversarial steps huge and wipe the AU head out
+        opt.d = torch.optim.Adam(net.D.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
         save()
     while step < total and not stopped:
         epoch = step // steps_per_epoch
