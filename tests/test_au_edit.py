@@ -205,15 +205,23 @@ def test_composite_is_the_models_rgb_edit_in_place(hd_frame_face):
     x = FrameCrops(None, frame).numpy(A[None], (m.size, m.size))
     rel = np.zeros((1, len(m.au_names)), np.float32)
     rel[0, m.au_names.index("AU12")] = 1.0
-    att, res = (v[0] for v in m(x, rel)[:2])
+    outs = [v[0] for v in m(x, rel)]
+    att, res = outs[:2]
     xin = x[0].transpose(1, 2, 0)
-    w = border_window(m.size, m.size, 0.12) * (1.0 - att)
-    model = xin + w[..., None] * res
+    win = border_window(m.size, m.size, 0.12)
+    if m.flow:  # the model's own composite: att warp(x, flow) + (1 - att) (x + res)
+        g = np.arange(m.size, dtype=np.float32)
+        warped = cv2.remap(xin, g[None] + outs[2][..., 0], g[:, None] + outs[2][..., 1],
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        edit = att[..., None] * warped + (1.0 - att[..., None]) * (xin + res) - xin
+    else:
+        edit = (1.0 - att)[..., None] * res
+    model = xin + win[..., None] * edit
     out = CpuCompositor().composite(frame, AUEditEffect(AUEditSettings(edit="AU12=1"), m,
                                                         follow=1.0).jobs(frame, [face], 0.0))
     live = FrameCrops(None, out).numpy(A[None], (m.size, m.size))[0].transpose(1, 2, 0)
-    opened = w > 0.3
-    assert opened.sum() > 50  # the mask opens at the mouth
+    opened = np.abs(model - xin).max(axis=2) > 0.02
+    assert opened.sum() > 50  # the edit changes the mouth
     straight = np.abs(live - model)[opened].mean(0)
     swapped = np.abs(live - model[..., ::-1])[opened].mean(0)
     assert straight.max() < 0.08  # both resamplings soften the network's 2-px grid a little
@@ -261,6 +269,50 @@ def test_flow_model_moves_the_frames_own_pixels(hd_frame_face):
     outside = np.ones(frame.shape[:2], bool)
     outside[by:by + bh, bx:bx + bw] = False
     assert np.array_equal(out[outside], frame[outside])
+
+
+class AlternatingModel(FakeModel):
+    """:class:`FakeModel` whose residual alternates between -0.15 and -0.05 call by call (a
+    network that jitters on a still face)."""
+
+    def __call__(self, crops, rel):
+        att, res = super().__call__(crops, rel)
+        return att, res * (1.0 if len(self.conds) % 2 else 1.0 / 3.0)
+
+
+def test_network_outputs_are_averaged_over_frames(hd_frame_face):
+    """With ``temporal`` 0.5 (the default) a face's outputs are an exponential average in its
+    aligned crop: after the -0.15 / -0.05 frames the composite uses -0.10, and the composited
+    darkening of the mouth half follows (checked on the frame); with ``temporal`` 1 it is the
+    last output; a face whose edit stops and restarts does not inherit old outputs."""
+    from warpcam.kernels.cpu import CpuCompositor
+    frame, face = hd_frame_face
+    A = aligned_affine(face.landmarks, S)
+    low = np.array([S / 2, S * 0.8, 1.0]) @ A.T  # a frame pixel in the mouth half, window 1
+    x, y = int(round(low[0])), int(round(low[1]))
+    got = {}
+    for temporal in (0.5, 1.0):
+        eff = AUEditEffect(AUEditSettings(edit="AU12=1"), AlternatingModel(), follow=1.0,
+                           cache=False, temporal=temporal)
+        for _ in range(2):
+            jobs = eff.jobs(frame, [face], 0.0)
+        res = eff.tracks[face.track_id].fields[1]
+        got[temporal] = float(res[S - 5, S // 2, 0])
+        out = CpuCompositor().composite(frame, jobs)
+        d = (out[y, x].astype(float) - frame[y, x].astype(float)).mean()
+        assert d == pytest.approx(255.0 * got[temporal], abs=2.0)
+    assert got[0.5] == pytest.approx(-0.10, abs=1e-6)
+    assert got[1.0] == pytest.approx(-0.05, abs=1e-6)
+    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), AlternatingModel(), follow=1.0,
+                       cache=False)
+    eff.jobs(frame, [face], 0.0)
+    eff.settings.set(dataclasses.replace(eff.settings.get(), edit=""))
+    for _ in range(30):  # ramps out: no job, no kept outputs
+        eff.jobs(frame, [face], 0.0)
+    assert eff.tracks.get(face.track_id) is None or \
+        eff.tracks[face.track_id].fields is None
+    with pytest.raises(ValueError):
+        AUEditEffect(AUEditSettings(), FakeModel(), temporal=0.0)
 
 
 def test_still_face_reuses_the_network_and_condition_is_smoothed(hd_frame_face):

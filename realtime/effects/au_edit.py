@@ -214,6 +214,21 @@ class AUEditModel:
         return att, res, np.asarray(outs[2]).transpose(0, 2, 3, 1)
 
 
+#: A flow model's displacements below this (crop pixels, ``|dx| + |dy|``) are set to 0: the
+#: residual jitter that training leaves over the whole crop (Adam moves every basis entry by
+#: about its learning rate) moves no visible pixel (0.05 crop px is about 0.15 frame px on a
+#: 300 px face), but without it every texel would count as changing and the job's box could not
+#: shrink to the region the edit really moves (:meth:`AUEditEffect._support`).
+FLOW_DEADZONE = 0.05
+
+
+def flow_deadzone(flow: np.ndarray, eps: float = FLOW_DEADZONE) -> np.ndarray:
+    """``flow`` ``(..., 2)`` float32 crop pixels with the texels whose ``|dx| + |dy| < eps`` set
+    to 0 (a copy)."""
+    small = np.abs(flow).sum(axis=-1, keepdims=True) < eps
+    return np.where(small, np.float32(0.0), flow).astype(np.float32)
+
+
 def load_au_model(path=None, device: str = "auto", threads: Optional[int] = 1) -> AUEditModel:
     """Load and check an AU-editing model before the first frame (kind ``warpcam.au.edit``, a
     square face crop, the estimator's AU names, outputs of the right shapes on a test input).
@@ -275,12 +290,13 @@ def aligned_affine(landmarks_or_points: np.ndarray, size: int) -> np.ndarray:
 
 
 class _Track:
-    __slots__ = ("points", "cond", "est")
+    __slots__ = ("points", "cond", "est", "fields")
 
     def __init__(self):
         self.points = OneEuroFilter(min_cutoff=1.5, beta=0.02)
         self.cond = None
         self.est = None
+        self.fields = None
 
 
 class AUEditEffect(Effect):
@@ -295,18 +311,25 @@ class AUEditEffect(Effect):
         cache: keep each face's model output while its aligned landmarks and condition hold
             still (``False``: run the model every frame, as benchmarks and equivalence
             tests want).
+        temporal: share of a new network output taken per frame (an exponential moving
+            average of each face's mask, residual and flow in its aligned crop, where a face
+            that holds still has still outputs); 1 takes each frame's output as it is.
     """
 
     name = "au"
 
     def __init__(self, settings, model=None, model_path=None, edge_margin: float = 0.12,
                  follow: float = 0.35, tol: float = 0.4, yaw_full: float = 20.0,
-                 yaw_none: float = 35.0, max_side: int = 1024, cache: bool = True):
+                 yaw_none: float = 35.0, max_side: int = 1024, cache: bool = True,
+                 temporal: float = 0.5):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
         self.model, self.model_path = model, model_path
         self.edge_margin, self.follow = edge_margin, follow
+        if not 0.0 < temporal <= 1.0:
+            raise ValueError(f"temporal {temporal}: must be in (0, 1]")
+        self.temporal = float(temporal)
         self.yaw_full, self.yaw_none, self.max_side = yaw_full, yaw_none, max_side
         self.cache: Optional[CropCache] = CropCache(tol=tol, max_age=10 ** 9) if cache else None
         self.tracks: Dict[int, _Track] = {}
@@ -456,6 +479,7 @@ class AUEditEffect(Effect):
             c = tr.cond + self.follow * (want - tr.cond)
             tr.cond = np.where(np.abs(want - c) < 0.005, want, c)
             if fade <= 0.0 or float(np.abs(tr.cond).max()) < 1e-3:
+                tr.fields = None  # no stale outputs when the edit comes back
                 continue
             inv = invert_affine(A)
             lmk = np.asarray(face.landmarks, np.float64)[list(_EXPR_POINTS), :2]
@@ -481,8 +505,14 @@ class AUEditEffect(Effect):
                     self.cache.put(key, sig, have[key])
         jobs = []
         for key, A, fade in out:
-            att, res = have[key][:2]
-            flow = have[key][2] if len(have[key]) > 2 else None
+            fields, tr = have[key], self.tracks[key]
+            if (self.temporal < 1.0 and tr.fields is not None
+                    and len(tr.fields) == len(fields)):
+                k = np.float32(self.temporal)
+                fields = tuple(p + k * (c - p) for p, c in zip(tr.fields, fields))
+            tr.fields = fields
+            att, res = fields[:2]
+            flow = flow_deadzone(fields[2]) if len(fields) > 2 else None
             scale = float(np.sqrt(abs(np.linalg.det(np.asarray(A, np.float64)[:, :2]))))
             box = self._box(A, size, frame.shape,
                             self._support(att, res, size, fade, flow, scale))
