@@ -78,9 +78,9 @@ def frame_cost(model, iters: int = 60) -> dict:
     return out
 
 
-def _heldout_images(data: Path, limit: int) -> list:
+def _heldout_images(data: Path, limit: int, split: str = "test") -> list:
     from warpcam.training.data.index import read_index
-    rows = [r for r in read_index(data) if r.get("split") == "test" and r.get("found") == "1"
+    rows = [r for r in read_index(data) if r.get("split") == split and r.get("found") == "1"
             and r.get("face_128") and r.get("set") in ("lfw_expressions", "videos", "celeba")]
     by_set = {}
     for r in rows:
@@ -98,7 +98,7 @@ def _heldout_images(data: Path, limit: int) -> list:
     return out
 
 
-def heldout(model, data: Path, limit: int) -> dict:
+def heldout(model, data: Path, limit: int, split: str = "test") -> dict:
     from benchmarks.expression_eval import Analyzer, distance, load_embedder
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.realtime.au import AU_NAMES
@@ -107,7 +107,7 @@ def heldout(model, data: Path, limit: int) -> dict:
     emb, why = load_embedder()
     an = Analyzer(emb)
     comp = CpuCompositor()
-    items = _heldout_images(data, limit)
+    items = _heldout_images(data, limit, split)
     ch = {(a, s): [] for a in EVAL_AUS for s in (1, -1)}
     others = {(a, s): [] for a in EVAL_AUS for s in (1, -1)}
     ident, n_faces, sets = [], 0, {}
@@ -416,6 +416,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help=".pt2 (default: the bundled model)")
     ap.add_argument("--data", default="/work/data/faces", help="built face data set (test split)")
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the data set's split of the held-out table (val: for choosing a "
+                         "checkpoint; test: the figures reported)")
     ap.add_argument("--limit", type=int, default=45, help="held-out faces")
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1)
@@ -455,7 +458,8 @@ def main(argv=None) -> dict:
     if a.sheet:
         sheet(model, data, Path(a.sheet), faces=a.sheet_faces)
     if "heldout" not in a.skip:
-        res["heldout"] = heldout(model, data, a.limit)
+        res["heldout"] = heldout(model, data, a.limit, a.split)
+        res["heldout"]["split"] = a.split
         print(json.dumps(res["heldout"], indent=1), flush=True)
     if "video" not in a.skip:
         res["video"] = video_eval(a.model, Path(a.tmp), a.video_figure)

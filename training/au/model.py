@@ -218,7 +218,7 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward warp: ``out(u, v) = x(u + flow_x, v + flow_y)`` (bilinear, border
     replicated); ``x`` ``(N, C, H, W)``, ``flow`` ``(N, 2, H, W)`` in pixels, pixel centres at
     integers."""
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     ys = torch.arange(h, dtype=x.dtype, device=x.device)
     xs = torch.arange(w, dtype=x.dtype, device=x.device)
     gx = (xs[None, None, :] + flow[:, 0]) * (2.0 / w) + (1.0 / w - 1.0)
