@@ -26,6 +26,9 @@ Convention block:
   (96 or 128 px), read through the compositor's crop service as RGB in [0, 1].
 - Network: ``(img (N, 3, S, S), rel (N, 17)) -> (attention (N, 1, S, S), residual (N, 3, S,
   S))``; ``attention`` 1 keeps the input, ``residual`` = colour - input (RGB, [0, 1] units).
+  A flow model (metadata ``flow``, the bundled one) adds ``flow (N, 2, S, S)``: a backward
+  warp of the input in crop pixels (x, y), and its edit is ``attention * warp(input, flow) +
+  (1 - attention) * (input + residual)``.
 - Composite (DESIGN.md, "Generators at low resolution"): one
   :class:`~warpcam.core.types.WarpJob` per face on an **axis-aligned integer box of frame
   pixels** around the model crop's footprint (the face's real size, at most ``max_side`` px a
@@ -36,7 +39,11 @@ Convention block:
   ``attention`` field is 0), so the result is ``frame + alpha * residual``: the frame keeps its
   detail, only the low-frequency edit comes from the network, and where the mask keeps the
   input the job leaves the frame (and the jobs of earlier effects: gaze, smile) untouched.
-  ``window`` is a raised-cosine falloff over the outer ``edge_margin`` of the crop.
+  ``window`` is a raised-cosine falloff over the outer ``edge_margin`` of the crop. For a flow
+  model the job carries the flow (crop pixels mapped to frame pixels through the crop's
+  linear part, texels under :data:`FLOW_DEADZONE` set to 0), the mask as its ``attention``
+  and ``alpha = window * fade``: the frame's own HD pixels are moved, not a 96 px face pasted.
+  The network's outputs are averaged over frames per face in its aligned crop (``temporal``).
 - Time: per track the three alignment points are smoothed with a One Euro filter before the
   crop is fitted, the condition moves toward its target by ``follow`` per frame (snapping within
   0.005), and the network's output is reused while the crop-space landmarks (the expression and

@@ -5,11 +5,15 @@ Data: the shared face data set (``python -m warpcam.training.data.build --out /w
 --train-root ../shared/data/train --videos ../shared/data/real/videos --every 2 --sizes
 64,96,128``); its ``train`` split of CelebA, LFW expressions and the video frames.
 
-The CPU run behind ``models/au_edit.pt2`` (one process, 96 px, narrow, GANimation attention)::
+The CPU run behind ``models/au_edit.pt2`` (one process, 96 px, narrow, GANimation attention
+plus the flow output; step 932 of a run started with ``--init`` from a 261-step run of the same
+flags with ``--pretrain-d-steps 600 --flow-weight 0.3 --single-au 0.5``; README)::
 
-    OMP_NUM_THREADS=1 python -m warpcam.training.au.train --data /work/data/faces \\
-        --output-dir /work/runs/au/cpu96 --size 96 --ngf 16 --ndf 16 --attention \\
-        --batch-size 8 --g-every 2 --threads 1 --max-minutes 90 --ckpt-minutes 5
+    OMP_NUM_THREADS=1 python -m warpcam.training.au.train --data /work/data/faces_au \\
+        --output-dir /work/runs/au/sparse --init /work/runs/au/trial3/checkpoint.pt \\
+        --size 96 --ngf 16 --ndf 16 --attention --flow --flow-weight 1.0 --att-weight 0.02 \\
+        --color-rec-weight 30 --single-au 0.7 --batch-size 8 --g-every 1 --lr 2e-4 \\
+        --epochs 0.8 --decay-epochs 0.4 --threads 1 --stop-at-step 932
 
 The recipe's size on a GPU (128 px, ngf 64, batch 16, G every 4th iteration, 30 + 20
 epochs)::
