@@ -530,20 +530,22 @@ class AUEditEffect(Effect):
             # box pixel -> model-crop pixel (the fields are smooth: resampling them is harmless)
             M = invert_affine(A) @ np.vstack([T, [0.0, 0.0, 1.0]])
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-            keep = cv2.warpAffine(att, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                                  borderValue=1.0)
+            # mask, window and flow in one resampling (2 or 4 channels; outside the crop the
+            # mask keeps the frame and the rest is 0)
+            stack = np.dstack([att, self._window(size)] + ([flow] if flow is not None else []))
+            fb = cv2.warpAffine(stack, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=(1.0, 0.0, 0.0, 0.0))
+            keep, win = fb[..., 0], fb[..., 1]
             res_b = cv2.warpAffine(res, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-            win = cv2.warpAffine(self._window(size), M, (w, h), flags=flags,
-                                 borderMode=cv2.BORDER_CONSTANT)
-            own = crops.numpy(T[None], (h, w), 0.0, 1.0)[0].transpose(1, 2, 0)  # exact pixels
-            color = np.clip((own + res_b)[..., ::-1] * 255.0, 0.0, 255.0).astype(np.float32)
+            # the frame's own pixels (the box is an integer translation of the frame: exact)
+            own = frame[y0:y0 + h, x0:x0 + w].astype(np.float32)
+            color = np.clip(own + res_b[..., ::-1] * np.float32(255.0), 0.0, 255.0)
             if flow is None:
                 alpha = win * (1.0 - np.clip(keep, 0.0, 1.0)) * np.float32(fade)
                 job_flow, job_att = np.zeros((h, w, 2), np.float32), np.zeros((h, w), np.float32)
             else:
                 # a crop-pixel displacement is a frame displacement through A's linear part
-                fl = cv2.warpAffine(flow, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-                job_flow = (fl @ np.asarray(A, np.float32)[:, :2].T).astype(np.float32)
+                job_flow = (fb[..., 2:] @ np.asarray(A, np.float32)[:, :2].T).astype(np.float32)
                 job_att = np.clip(keep, 0.0, 1.0).astype(np.float32)
                 alpha = win * np.float32(fade)
             jobs.append(WarpJob(crop_to_frame=T, flow=np.ascontiguousarray(job_flow),
