@@ -26,7 +26,7 @@ Convention block:
   (96 or 128 px), read through the compositor's crop service as RGB in [0, 1].
 - Network: ``(img (N, 3, S, S), rel (N, 17)) -> (attention (N, 1, S, S), residual (N, 3, S,
   S))``; ``attention`` 1 keeps the input, ``residual`` = colour - input (RGB, [0, 1] units).
-  A flow model (metadata ``flow``, the bundled one) adds ``flow (N, 2, S, S)``: a backward
+  A flow model (``config.flow``, the bundled one) adds ``flow (N, 2, S, S)``: a backward
   warp of the input in crop pixels (x, y), and its edit is ``attention * warp(input, flow) +
   (1 - attention) * (input + residual)``.
 - Composite (DESIGN.md, "Generators at low resolution"): one
@@ -211,7 +211,7 @@ class AUEditModel:
         extra = dict(getattr(runtime.meta, "extra", None) or {})
         self.au_names = tuple(extra.get("au_names") or runtime.meta.conditioning.order)
         self.au_scale = float(extra.get("au_scale", 5.0))
-        self.flow = bool(extra.get("flow", False))
+        self.flow = bool(runtime.config.get("flow", False))
 
     def __call__(self, crops, rel):
         outs = self.runtime(crops, np.asarray(rel, np.float32))

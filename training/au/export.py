@@ -74,7 +74,7 @@ def metadata(cfg: AUNetConfig, ckpt: dict, notes: str = "") -> dict:
             exported=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             minutes=round(float(mins), 1) if mins is not None else None, notes=notes),
         extra=dict(terms=TERMS, au_names=list(AU_NAMES), au_scale=AU_SCALE,
-                   attention=cfg.attention, flow=cfg.flow))
+                   attention=cfg.attention))
     return meta.to_dict()
 
 

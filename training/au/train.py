@@ -68,6 +68,10 @@ class _Opt:
         for grp in groups:
             grp["lr"] = lr * grp["mult"]
         self.g = torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999))
+        self.reset_d(net, lr, beta1)
+
+    def reset_d(self, net: AUGAN, lr: float, beta1: float):
+        """A fresh Adam for the critic (no moments)."""
         self.d = torch.optim.Adam(net.D.parameters(), lr=lr, betas=(beta1, 0.999))
 
     def state_dict(self):
@@ -236,7 +240,7 @@ def main(args) -> dict:
         pretrain_au_head(net, opt, train, info, args)
         # a fresh critic optimiser: Adam's second moments from the small AU-only gradients
         # would make the first adversarial steps huge and wipe the AU head out
-        opt.d = torch.optim.Adam(net.D.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
+        opt.reset_d(net, args.lr, args.beta1)
         save()
     while step < total and not stopped:
         epoch = step // steps_per_epoch
