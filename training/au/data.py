@@ -62,7 +62,7 @@ class AUFaces:
 
     def __init__(self, root, split: Optional[str] = "train", size: int = 128,
                  sets: Optional[Sequence[str]] = DEFAULT_SETS, limit: Optional[int] = None,
-                 single_au: float = 0.0):
+                 single_au: float = 0.0, geometry: bool = False):
         self.root = Path(root)
         self.size = size
         self.single_au = float(single_au)
@@ -85,16 +85,42 @@ class AUFaces:
         self.ids = [r["id"] for r in rows]
         self.sets = [r["set"] for r in rows]
         self.groups = [r.get("group", "") for r in rows]
+        self.points = self.params = self.has_points = None
+        if geometry:
+            from warpcam.training.au.geometry import LANDMARK_FILE, load_landmarks
+            lms = load_landmarks(self.root)
+            if lms is None:
+                raise SystemExit(f"{self.root / LANDMARK_FILE}: missing; write it with "
+                                 f"python -m warpcam.training.au.geometry --data {self.root}")
+            pts = np.zeros((len(rows), 478, 3), np.float32)
+            prm = np.zeros((len(rows), 20), np.float64)
+            prm[:, 12] = prm[:, 17] = 1.0  # harmless frames for faces without landmarks
+            has = np.zeros(len(rows), bool)
+            for i, fid in enumerate(self.ids):
+                if fid in lms:
+                    pts[i], prm[i] = lms[fid]
+                    has[i] = True
+            self.points = torch.from_numpy(pts)
+            self.params = torch.from_numpy(prm).float()
+            self.has_points = torch.from_numpy(has)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def batch(self, idx: torch.Tensor, g: Optional[torch.Generator] = None,
-              augment: bool = True) -> tuple:
+              augment: bool = True, geometry: bool = False) -> tuple:
         """``(x (B, 3, S, S) RGB [-1, 1], real (B, C), desired (B, C), rel (B, C))`` for the
-        faces ``idx`` (module docstring); ``g`` draws the targets, noise, flips and shifts."""
+        faces ``idx`` (module docstring); ``g`` draws the targets, noise, flips and shifts.
+
+        ``geometry=True`` (a data set built with ``geometry=True``) appends a dict: ``points``
+        ``(B, 478, 3)`` and ``params`` ``(B, 20)`` of the unaugmented 128-px crop, ``xy``
+        ``(B, 478, 2)`` those landmarks in the augmented ``S``-px crop (pixels, centres at
+        integers), ``flip`` ``(B,)`` and ``valid`` ``(B,)`` (the tracker found the crop's face).
+        """
         b = len(idx)
         x = self.images[idx].float().div_(127.5).sub_(1.0)
+        flip = torch.zeros(b, dtype=torch.bool)
+        shift = torch.zeros(b, 2)
         if augment:
             flip = torch.rand(b, generator=g) < 0.5
             x[flip] = x[flip].flip(-1)
@@ -103,6 +129,7 @@ class AUFaces:
             off = torch.randint(0, 2 * pad + 1, (b, 2), generator=g)
             x = torch.stack([xp[i, :, oy:oy + self.size, ox:ox + self.size]
                              for i, (oy, ox) in enumerate(off.tolist())])
+            shift = (pad - off.flip(-1)).float()  # (x, y) of the unshifted origin
         real = self.aus[idx] + (torch.rand(b, self.aus.shape[1], generator=g) - 0.5) * 0.04
         other = torch.randint(0, len(self), (b,), generator=g)
         desired = self.aus[other] + (torch.rand(b, self.aus.shape[1], generator=g) - 0.5) * 0.2
@@ -115,4 +142,16 @@ class AUFaces:
             rows = torch.arange(b)
             own[rows, k] = (own[rows, k] + step).clamp(0.0, 1.0)
             desired = torch.where(one[:, None], own, desired)
-        return x, real, desired, desired - real
+        if not geometry:
+            return x, real, desired, desired - real
+        if self.points is None:
+            raise ValueError("AUFaces(geometry=True) is needed for batch(geometry=True)")
+        pts = self.points[idx]
+        k = self.size / 128.0
+        xs = (pts[..., 0] + 0.5) * k - 0.5          # 128-px crop -> S-px crop (area resize)
+        xs = torch.where(flip[:, None], (self.size - 1) - xs, xs)
+        ys = (pts[..., 1] + 0.5) * k - 0.5
+        xy = torch.stack([xs, ys], -1) + shift[:, None]
+        geo = dict(points=pts, params=self.params[idx], xy=xy, flip=flip,
+                   valid=self.has_points[idx])
+        return x, real, desired, desired - real, geo

@@ -313,6 +313,9 @@ class LossWeights:
     #: every pixel; without it the flow drifts everywhere), and the TV of ``F`` (smoothness).
     flow: float = 1.0
     flow_tv: float = 1e-4
+    #: the landmark term of the flow (:func:`warpcam.training.au.geometry.geo_loss`, beyond both
+    #: papers; 0 = off)
+    geo: float = 0.0
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -346,11 +349,13 @@ def d_losses(net: AUGAN, x: torch.Tensor, real_au: torch.Tensor, fake: torch.Ten
 
 
 def g_losses(net: AUGAN, x: torch.Tensor, rel: torch.Tensor, desired: torch.Tensor,
-             w: LossWeights) -> Dict[str, torch.Tensor]:
+             w: LossWeights, geo: Optional[dict] = None) -> Dict[str, torch.Tensor]:
     """``-mean D(G(x, d)) + 150 MSE(AU_D(fake), desired) + 30 L1(G(x, 0), x)
     + 30 L1(G(G(x, d), -d), x) + 1e-5 TV(fake)`` and, with attention, GANimation's mask terms
     (``mean(A)`` on both passes, TV of A); with a flow, ``mean |F|`` and TV of F on both
-    passes."""
+    passes; with ``geo`` (the landmark dict of
+    :meth:`~warpcam.training.au.data.AUFaces.batch`) and ``w.geo``, the landmark term of the
+    flow (:func:`warpcam.training.au.geometry.geo_loss`)."""
     out = net.G(x, rel)
     fake = out["output"]
     cf, au = net.D(fake)
@@ -379,5 +384,11 @@ def g_losses(net: AUGAN, x: torch.Tensor, rel: torch.Tensor, desired: torch.Tens
         fl_tv = total_variation(f1) + total_variation(f2)
         g = g + w.flow * fl + w.flow_tv * fl_tv
         terms.update(flow=fl, flow_tv=fl_tv, flow_mean=f1.abs().mean().detach())
+        if geo is not None and w.geo:
+            from warpcam.training.au.geometry import geo_loss
+            gl = geo_loss(f1, geo["points"], geo["params"], geo["xy"], geo["flip"], rel,
+                          geo.get("valid"))
+            g = g + w.geo * gl["geo"]
+            terms.update(geo=gl["geo"], geo_change=gl["geo_change"])
     terms["g"] = g
     return terms

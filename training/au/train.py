@@ -53,7 +53,7 @@ from warpcam.training.common.runlog import RunLogger
 from warpcam.training.gaze.train import git_commit
 
 LOG_TERMS = ("d_adv", "d_au", "gp", "g_adv", "g_au", "rec", "cyc", "att_mean", "color_rec",
-             "flow_mean")
+             "flow_mean", "geo")
 
 
 class _Opt:
@@ -129,6 +129,23 @@ def evaluate(net: AUGAN, data: AUFaces, device, n: int = 64, seed: int = 1) -> d
                au_fake_mse=float(((au_f - desired) ** 2).mean()), rec_l1=float(rec),
                att_mean=float(out["attention"].mean()) if "attention" in out else 1.0,
                flow_mean=float(out["flow"].abs().mean()) if "flow" in out else 0.0)
+    if data.points is not None and "flow" in out:
+        # the landmark measure of single-AU +1 / -1 requests (0-5 points): requested AU, others
+        from warpcam.training.au.geometry import geo_loss
+        from warpcam.training.au.model import AU_NAMES
+        x, _, _, _, geo = data.batch(idx[:32], g, augment=False, geometry=True)
+        x = x.to(device)
+        geo = {k: v.to(device) for k, v in geo.items()}
+        for name in ("AU04", "AU05", "AU07", "AU12", "AU15", "AU20"):
+            j = AU_NAMES.index(name)
+            for sgn in (1.0, -1.0):
+                c = torch.zeros(len(x), len(AU_NAMES), device=device)
+                c[:, j] = sgn
+                ch = geo_loss(net.G(x, c)["flow"], geo["points"], geo["params"], geo["xy"],
+                              geo["flip"], c, geo["valid"])["geo_change"][geo["valid"]]
+                oth = torch.cat([ch[:, :j], ch[:, j + 1:]], 1).abs().mean()
+                res[f"geo_{name}{'+' if sgn > 0 else '-'}"] = [round(float(ch[:, j].mean()), 3),
+                                                                round(float(oth), 3)]
     net.train()
     return res
 
@@ -168,10 +185,13 @@ def main(args) -> dict:
     w = LossWeights(au=args.au_weight, rec=args.rec_weight, cyc=args.cyc_weight,
                     tv=args.tv_weight, gp=args.gp_weight, att=args.att_weight,
                     att_tv=args.att_tv_weight, color_rec=args.color_rec_weight,
-                    flow=args.flow_weight, flow_tv=args.flow_tv_weight)
+                    flow=args.flow_weight, flow_tv=args.flow_tv_weight, geo=args.geo_weight)
+    use_geo = bool(args.geo_weight) and args.flow
+    if args.geo_weight and not args.flow:
+        raise SystemExit("--geo-weight needs --flow (the landmark term moves the flow's points)")
     train = AUFaces(args.data, "train", args.size, sets=args.sets, limit=args.limit,
-                    single_au=args.single_au)
-    val = AUFaces(args.data, "val", args.size, sets=args.sets, limit=64) \
+                    single_au=args.single_au, geometry=use_geo)
+    val = AUFaces(args.data, "val", args.size, sets=args.sets, limit=64, geometry=use_geo) \
         if not args.no_val else None
     net = AUGAN(cfg).to(info.device)
     opt = _Opt(net, args.lr, args.beta1, args.flow_lr_mult)
@@ -251,7 +271,9 @@ def main(args) -> dict:
             idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
             idx = idx[info.rank * per_rank:(info.rank + 1) * per_rank]
             g = torch.Generator().manual_seed(args.seed * 1000003 + step)  # resume-exact
-            x, real, desired, rel = (t.to(info.device) for t in train.batch(idx, g))
+            bt = train.batch(idx, g, geometry=use_geo)
+            x, real, desired, rel = (t.to(info.device) for t in bt[:4])
+            geo = {k: v.to(info.device) for k, v in bt[4].items()} if use_geo else None
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 with torch.no_grad():
                     fake = net.G(x, rel)["output"]
@@ -262,12 +284,13 @@ def main(args) -> dict:
             vals = dict(d_adv=dt["d_adv"], d_au=dt["d_au"], gp=gp)
             if step % args.g_every == 0:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    gt = g_losses(net, x, rel, desired, w)
+                    gt = g_losses(net, x, rel, desired, w, geo)
                 _step(opt.g, net.G.parameters(), gt["g"].float(), info)
                 vals.update({k: gt[k] for k in ("g_adv", "g_au", "rec", "cyc")})
                 vals["att_mean"] = gt.get("att_mean", torch.tensor(1.0))
                 vals["color_rec"] = gt.get("color_rec", torch.tensor(0.0))
                 vals["flow_mean"] = gt.get("flow_mean", torch.tensor(0.0))
+                vals["geo"] = gt.get("geo", torch.tensor(0.0))
             step += 1
             for k, v in vals.items():
                 v = float(v.detach())
@@ -355,6 +378,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-weight", type=float, default=1.0,
                    help="mean |flow| (px) on both passes (model.LossWeights.flow)")
     p.add_argument("--flow-tv-weight", type=float, default=1e-4)
+    p.add_argument("--geo-weight", type=float, default=0.0,
+                   help="landmark term of the flow (training/au/geometry.py; needs --flow and "
+                        "the data set's au_landmarks_128.npz); 0 = off, as the seed")
     p.add_argument("--pretrain-d-steps", type=int, default=0,
                    help="critic AU-regression steps before the GAN (a new run only)")
     p.add_argument("--single-au", type=float, default=0.0, metavar="P",
