@@ -6,14 +6,17 @@ Data: the shared face data set (``python -m warpcam.training.data.build --out /w
 64,96,128``); its ``train`` split of CelebA, LFW expressions and the video frames.
 
 The CPU run behind ``models/au_edit.pt2`` (one process, 96 px, narrow, GANimation attention
-plus the flow output; step 932 of a run started with ``--init`` from a 261-step run of the same
-flags with ``--pretrain-d-steps 600 --flow-weight 0.3 --single-au 0.5``; README)::
+plus the flow output, and the landmark term :func:`warpcam.training.au.geometry.geo_loss`): step
+265 of a run started with ``--init`` from step 932 of the ``sparse`` run (same flags without
+``--geo-weight``, itself from a 261-step run with ``--pretrain-d-steps 600 --flow-weight 0.3
+--single-au 0.5``; README). The landmarks are written once by ``python -m
+warpcam.training.au.geometry --data /work/data/faces_au``::
 
     OMP_NUM_THREADS=1 python -m warpcam.training.au.train --data /work/data/faces_au \\
-        --output-dir /work/runs/au/sparse --init /work/runs/au/trial3/checkpoint.pt \\
+        --output-dir /work/runs/au2/g150 --init /work/runs/au/sparse/checkpoint.pt \\
         --size 96 --ngf 16 --ndf 16 --attention --flow --flow-weight 1.0 --att-weight 0.02 \\
-        --color-rec-weight 30 --single-au 0.7 --batch-size 8 --g-every 1 --lr 2e-4 \\
-        --epochs 0.8 --decay-epochs 0.4 --threads 1 --stop-at-step 932
+        --color-rec-weight 30 --single-au 0.7 --geo-weight 150 --batch-size 8 --g-every 1 \\
+        --lr 2e-4 --epochs 1 --decay-epochs 0.7 --threads 1 --stop-at-step 265
 
 The recipe's size on a GPU (128 px, ngf 64, batch 16, G every 4th iteration, 30 + 20
 epochs)::
