@@ -1,5 +1,21 @@
 """Small assertions helpers shared by the test modules."""
+import signal
+
 import numpy as np
+
+#: the signals the CLI turns into a clean stop (``warpcam.realtime.cli.STOP_SIGNALS``' names)
+_STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+
+
+def default_stop_signals() -> None:
+    """``preexec_fn`` for a ``subprocess.Popen`` whose child a test stops with a signal: the
+    stop signals at their defaults in the child, as a terminal's shell starts a job. The CLI
+    keeps a stop signal that its parent ignores (``nohup``, or a background job of a
+    non-interactive shell, which ignores SIGINT), so without this a suite started that way
+    would see its signals ignored."""
+    for name in _STOP_SIGNAL_NAMES:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def job_mask(jobs, shape) -> np.ndarray:

@@ -16,6 +16,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from tests.helpers import default_stop_signals  # noqa: E402
 from tests.realdata import trim_video as trim  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "videos"
@@ -137,7 +138,8 @@ def test_ctrl_c_keeps_finished_files_leaves_no_partial_one_and_rerun_finishes(tm
     cmd = [sys.executable, "-m", "warpcam.realtime.cli", "batch", str(src), str(out), *FLAGS,
            "--workers", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=default_stop_signals)
     manifest = out / "warpcam-batch-manifest.json"
     deadline = time.monotonic() + 60
     try:  # stop once the first file is finished and the second one is being written

@@ -37,6 +37,7 @@ from warpcam.realtime.pipeline import Pipeline, StageTimer
 from warpcam.realtime.io import (ReconnectingSource, Sink, SourceError, VideoFileSink,
                                  WebcamSource, camera_lost_image)
 from tests import realdata
+from tests.helpers import default_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "mead_w009_neutral_256.mp4"    # 256x256, 25 fps, 104 frames, no audio
@@ -481,7 +482,8 @@ def test_sigint_during_a_file_job_removes_the_temporary_file(tmp_path):
     tmp = tmp_path / ".out.warpcam-tmp.mp4"
     proc = subprocess.Popen([sys.executable, "run.py", "--input", str(src), "--output", str(out),
                              "--quiet", "--gaze-pitch", "10"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_stop_signals)
     try:
         deadline = time.monotonic() + 120
         while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:

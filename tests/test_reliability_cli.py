@@ -31,6 +31,7 @@ from warpcam.realtime.io.webcam import (CameraIdentity, camera_identity, find_ca
                                         follow_camera)
 from warpcam.core.types import Frame
 from tests import realdata
+from tests.helpers import default_stop_signals
 
 av = pytest.importorskip("av")
 
@@ -103,6 +104,35 @@ def run_cli(args, **kw):
 # 1. SIGTERM, SIGHUP, SIGQUIT during a file job: like Ctrl-C
 # ------------------------------------------------------------------------------------------------
 
+def _ignore_sighup() -> None:
+    default_stop_signals()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+@POSIX
+def test_a_job_started_under_nohup_keeps_running_through_sighup(tmp_path, clips):
+    """A stop signal that the parent ignores stays ignored (``nohup warpcam ...`` outlives its
+    terminal): SIGHUP mid-job changes nothing, the output is complete."""
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen([sys.executable, "run.py", "--input", str(clips["short"]),
+                             "--output", str(out), "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sighup)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.iterdir()) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the job ended before the signal"
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert frame_count(out) == 120
+
+
 @POSIX
 def test_stop_signals_during_a_file_job_remove_the_output_and_exit_128_plus_n(tmp_path, clips):
     sigs = [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
@@ -113,7 +143,7 @@ def test_stop_signals_during_a_file_job_remove_the_output_and_exit_128_plus_n(tm
         procs[sig] = (out, subprocess.Popen(
             [sys.executable, "run.py", "--input", str(clips["long"]), "--output",
              str(out / "o.mp4"), "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+            stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals))
     try:
         for sig, (out, proc) in procs.items():
             deadline = time.monotonic() + 120
