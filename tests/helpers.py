@@ -1,5 +1,6 @@
 """Small assertions helpers shared by the test modules."""
 import signal
+import time
 
 import numpy as np
 
@@ -16,6 +17,26 @@ def default_stop_signals() -> None:
     for name in _STOP_SIGNAL_NAMES:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+def signal_when(proc, ready, sig, wait_s: float = 120.0, settle_s: float = 0.0,
+                timeout: float = 60.0, poll_s: float = 0.02):
+    """Send ``sig`` to the running child ``proc`` once ``ready()`` holds, then collect its
+    output: ``(stdout, stderr)``. Polls every ``poll_s`` seconds for at most ``wait_s``, waits
+    ``settle_s`` more, and asserts that the child is still running when signalled; a child
+    still alive ``timeout`` seconds after the signal (or after a failed assertion) is killed."""
+    try:
+        deadline = time.monotonic() + wait_s
+        while proc.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(poll_s)
+        assert ready(), "the child never became ready for the signal"
+        time.sleep(settle_s)
+        assert proc.poll() is None, "the child ended before the signal"
+        proc.send_signal(sig)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def job_mask(jobs, shape) -> np.ndarray:

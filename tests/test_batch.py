@@ -16,7 +16,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from tests.helpers import default_stop_signals  # noqa: E402
+from tests.helpers import default_stop_signals, signal_when  # noqa: E402
 from tests.realdata import trim_video as trim  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "videos"
@@ -141,19 +141,12 @@ def test_ctrl_c_keeps_finished_files_leaves_no_partial_one_and_rerun_finishes(tm
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             preexec_fn=default_stop_signals)
     manifest = out / "warpcam-batch-manifest.json"
-    deadline = time.monotonic() + 60
-    try:  # stop once the first file is finished and the second one is being written
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
-            if done and list(out.glob(".clip1.warpcam-tmp.mp4")):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the batch ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def second_file_started():  # the first file is finished, the second one being written
+        done = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
+        return bool(done) and bool(list(out.glob(".clip1.warpcam-tmp.mp4")))
+
+    _, err = signal_when(proc, second_file_started, signal.SIGINT, wait_s=60, poll_s=0.05)
     assert proc.returncode == 130, err.decode()[-500:]
     assert b"interrupted" in err
     rep = report(out)

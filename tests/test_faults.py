@@ -37,7 +37,7 @@ from warpcam.realtime.pipeline import Pipeline, StageTimer
 from warpcam.realtime.io import (ReconnectingSource, Sink, SourceError, VideoFileSink,
                                  WebcamSource, camera_lost_image)
 from tests import realdata
-from tests.helpers import default_stop_signals
+from tests.helpers import default_stop_signals, signal_when
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "mead_w009_neutral_256.mp4"    # 256x256, 25 fps, 104 frames, no audio
@@ -484,17 +484,8 @@ def test_sigint_during_a_file_job_removes_the_temporary_file(tmp_path):
                              "--quiet", "--gaze-pitch", "10"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_stop_signals)
-    try:
-        deadline = time.monotonic() + 120
-        while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert tmp.exists(), "the job never started writing"
-        time.sleep(0.2)  # well inside the 354-frame job
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # 0.2 s after the job starts writing: well inside the 354-frame job
+    _, err = signal_when(proc, tmp.exists, signal.SIGINT, settle_s=0.2)
     assert proc.returncode == cli.EXIT_INTERRUPTED, err
     assert err.strip().splitlines()[-1] == "warpcam: interrupted", err
     assert list(tmp_path.iterdir()) == []

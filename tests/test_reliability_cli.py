@@ -31,7 +31,7 @@ from warpcam.realtime.io.webcam import (CameraIdentity, camera_identity, find_ca
                                         follow_camera)
 from warpcam.core.types import Frame
 from tests import realdata
-from tests.helpers import default_stop_signals
+from tests.helpers import default_stop_signals, signal_when
 
 av = pytest.importorskip("av")
 
@@ -118,17 +118,7 @@ def test_a_job_started_under_nohup_keeps_running_through_sighup(tmp_path, clips)
                              "--output", str(out), "--quiet"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_ignore_sighup)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(tmp_path.iterdir()) and proc.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the job ended before the signal"
-        proc.send_signal(signal.SIGHUP)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, err = signal_when(proc, lambda: any(tmp_path.iterdir()), signal.SIGHUP, timeout=120)
     assert proc.returncode == 0, err
     assert frame_count(out) == 120
 
