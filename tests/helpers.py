@@ -1,5 +1,4 @@
 """Small assertions helpers shared by the test modules."""
-import signal
 import time
 
 import numpy as np
@@ -7,16 +6,27 @@ import numpy as np
 #: the signals the CLI turns into a clean stop (``warpcam.realtime.cli.STOP_SIGNALS``' names)
 _STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 
+# Run in a fresh interpreter: set the stop signals, then exec the real command. A disposition of
+# SIG_DFL or SIG_IGN survives exec; doing it this way needs no preexec_fn, which is unsafe in a
+# process with threads (the test process has torch's and mediapipe's).
+_SET_SIGNALS_AND_EXEC = (
+    "import os, signal, sys\n"
+    "ignore = set(sys.argv[1].split(',')) - {''}\n"
+    "for n in sys.argv[2].split(','):\n"
+    "    if hasattr(signal, n):\n"
+    "        signal.signal(getattr(signal, n), signal.SIG_IGN if n in ignore else signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n")
 
-def default_stop_signals() -> None:
-    """``preexec_fn`` for a ``subprocess.Popen`` whose child a test stops with a signal: the
-    stop signals at their defaults in the child, as a terminal's shell starts a job. The CLI
-    keeps a stop signal that its parent ignores (``nohup``, or a background job of a
-    non-interactive shell, which ignores SIGINT), so without this a suite started that way
-    would see its signals ignored."""
-    for name in _STOP_SIGNAL_NAMES:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+def with_stop_signals(cmd, ignore=()) -> list:
+    """``cmd`` (an argv list) wrapped so that the child starts with the stop signals at their
+    defaults, as a terminal's shell starts a job, except those named in ``ignore`` (e.g.
+    ``("SIGHUP",)`` as under ``nohup``), which start ignored. The CLI keeps a stop signal that
+    its parent ignores (``nohup``, or a background job of a non-interactive shell, which
+    ignores SIGINT), so without this a suite started that way would see its signals ignored."""
+    import sys
+    return [sys.executable, "-c", _SET_SIGNALS_AND_EXEC, ",".join(ignore),
+            ",".join(_STOP_SIGNAL_NAMES), *[str(c) for c in cmd]]
 
 
 def signal_when(proc, ready, sig, wait_s: float = 120.0, settle_s: float = 0.0,

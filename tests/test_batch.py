@@ -16,7 +16,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from tests.helpers import default_stop_signals, signal_when  # noqa: E402
+from tests.helpers import signal_when, with_stop_signals  # noqa: E402
 from tests.realdata import trim_video as trim  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "videos"
@@ -138,8 +138,8 @@ def test_ctrl_c_keeps_finished_files_leaves_no_partial_one_and_rerun_finishes(tm
     cmd = [sys.executable, "-m", "warpcam.realtime.cli", "batch", str(src), str(out), *FLAGS,
            "--workers", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            preexec_fn=default_stop_signals)
+    proc = subprocess.Popen(with_stop_signals(cmd), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
     manifest = out / "warpcam-batch-manifest.json"
 
     def second_file_started():  # the first file is finished, the second one being written

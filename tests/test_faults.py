@@ -37,7 +37,7 @@ from warpcam.realtime.pipeline import Pipeline, StageTimer
 from warpcam.realtime.io import (ReconnectingSource, Sink, SourceError, VideoFileSink,
                                  WebcamSource, camera_lost_image)
 from tests import realdata
-from tests.helpers import default_stop_signals, signal_when
+from tests.helpers import signal_when, with_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = "mead_w009_neutral_256.mp4"    # 256x256, 25 fps, 104 frames, no audio
@@ -480,10 +480,9 @@ def test_sigint_during_a_file_job_removes_the_temporary_file(tmp_path):
     src = realdata.video(LOOKS_DOWN)
     out = tmp_path / "out.mp4"
     tmp = tmp_path / ".out.warpcam-tmp.mp4"
-    proc = subprocess.Popen([sys.executable, "run.py", "--input", str(src), "--output", str(out),
-                             "--quiet", "--gaze-pitch", "10"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_stop_signals)
+    proc = subprocess.Popen(with_stop_signals([sys.executable, "run.py", "--input", src,
+                                               "--output", out, "--quiet", "--gaze-pitch", "10"]),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # 0.2 s after the job starts writing: well inside the 354-frame job
     _, err = signal_when(proc, tmp.exists, signal.SIGINT, settle_s=0.2)
     assert proc.returncode == cli.EXIT_INTERRUPTED, err

@@ -31,7 +31,7 @@ from warpcam.realtime.io.webcam import (CameraIdentity, camera_identity, find_ca
                                         follow_camera)
 from warpcam.core.types import Frame
 from tests import realdata
-from tests.helpers import default_stop_signals, signal_when
+from tests.helpers import signal_when, with_stop_signals
 
 av = pytest.importorskip("av")
 
@@ -104,20 +104,14 @@ def run_cli(args, **kw):
 # 1. SIGTERM, SIGHUP, SIGQUIT during a file job: like Ctrl-C
 # ------------------------------------------------------------------------------------------------
 
-def _ignore_sighup() -> None:
-    default_stop_signals()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
 @POSIX
 def test_a_job_started_under_nohup_keeps_running_through_sighup(tmp_path, clips):
     """A stop signal that the parent ignores stays ignored (``nohup warpcam ...`` outlives its
     terminal): SIGHUP mid-job changes nothing, the output is complete."""
     out = tmp_path / "o.mp4"
-    proc = subprocess.Popen([sys.executable, "run.py", "--input", str(clips["short"]),
-                             "--output", str(out), "--quiet"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_ignore_sighup)
+    cmd = [sys.executable, "run.py", "--input", clips["short"], "--output", out, "--quiet"]
+    proc = subprocess.Popen(with_stop_signals(cmd, ignore=("SIGHUP",)), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = signal_when(proc, lambda: any(tmp_path.iterdir()), signal.SIGHUP, timeout=120)
     assert proc.returncode == 0, err
     assert frame_count(out) == 120
@@ -131,9 +125,9 @@ def test_stop_signals_during_a_file_job_remove_the_output_and_exit_128_plus_n(tm
         out = tmp_path / sig.name
         out.mkdir()
         procs[sig] = (out, subprocess.Popen(
-            [sys.executable, "run.py", "--input", str(clips["long"]), "--output",
-             str(out / "o.mp4"), "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals))
+            with_stop_signals([sys.executable, "run.py", "--input", clips["long"], "--output",
+                               out / "o.mp4", "--quiet"]), cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
     try:
         for sig, (out, proc) in procs.items():
             deadline = time.monotonic() + 120
