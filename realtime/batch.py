@@ -272,7 +272,13 @@ def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict
     except SystemExit as exc:  # a usage error of the job's flags
         errors.append(f"warpcam: error: usage (exit status {exc.code})")
     except Exception as exc:  # a bug: one line, the batch goes on
-        errors.append(f"warpcam: error: unexpected {type(exc).__name__}: {cli._one_line(exc)}")
+        stop = cli.interrupt_behind(exc)  # or a stop signal that native code wrapped
+        if stop is not None:
+            status = "interrupted"
+            errors.append(cli.interrupt_status(stop)[1])
+        else:
+            errors.append(f"warpcam: error: unexpected {type(exc).__name__}: "
+                          f"{cli._one_line(exc)}")
     if progress is not None:
         progress(frames)
     error = " ".join(errors[-1].split()) if errors and status != "done" else None

@@ -70,6 +70,20 @@ class Interrupted(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+def interrupt_behind(exc: Optional[BaseException]) -> Optional[KeyboardInterrupt]:
+    """The Ctrl-C or stop signal behind ``exc``, if any (``exc`` itself, or a cause or context of
+    it). A signal handler's exception that lands in Python code called back from native code
+    comes out as a ``SystemError`` ("... returned a result with an exception set") whose chain
+    holds the interrupt: numba's compiled loops call back into Python on every call."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def interrupt_status(exc: BaseException) -> tuple:
     """``(exit status, stderr line)`` for a Ctrl-C or a stop signal."""
     signum = getattr(exc, "signum", signal.SIGINT)
@@ -533,20 +547,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             return code
         except (SystemExit, GeneratorExit):
             raise
-        except MemoryError:
-            if debug:
-                raise
-            _say("warpcam: error: out of memory (try a smaller input or fewer --max-faces)")
-            return EXIT_USAGE
-        except OSError as exc:  # the system refused something (a name too long, a full disk)
-            if debug:
-                raise
-            what = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            _say(f"warpcam: error: {exc.strerror or _one_line(exc)}{what}")
-            return EXIT_USAGE
         except Exception as exc:
+            stop = interrupt_behind(exc)
+            if stop is not None:  # Ctrl-C or a stop signal that native code wrapped, or a
+                code, line = interrupt_status(stop)  # failure while cleaning up after one
+                _say(line)
+                return code
             if debug:
                 raise
+            if isinstance(exc, MemoryError):
+                _say("warpcam: error: out of memory (try a smaller input or fewer --max-faces)")
+                return EXIT_USAGE
+            if isinstance(exc, OSError):  # the system refused something (a long name, a full disk)
+                what = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+                _say(f"warpcam: error: {exc.strerror or _one_line(exc)}{what}")
+                return EXIT_USAGE
             _say(f"warpcam: error: unexpected {type(exc).__name__}: {_one_line(exc)} "
                  f"(a bug; rerun with {DEBUG_ENV}=1 for the traceback)")
             return EXIT_INTERNAL

@@ -168,6 +168,56 @@ def test_stop_signal_in_process_aborts_the_sink(tmp_path, clips, capsys, monkeyp
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
 
 
+_SIGINT_IN_A_COMPILED_LOOP = r"""
+import os, signal, sys, threading
+import numpy as np
+from warpcam.kernels import _cpu_jit as J
+from warpcam.realtime import cli
+from warpcam.realtime.io import VideoFileSink
+inv, a = np.eye(2, 3), np.eye(2, 3)
+flow, alpha = np.zeros((40, 50, 2), np.float32), np.ones((40, 50), np.float32)
+J.job_maps(4, 3, 9, 7, inv, a, flow, alpha)
+real = VideoFileSink._write
+def write(self, frame, image):
+    if frame.index == 10:  # a real Ctrl-C while the composite's compiled loop runs
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        while True:
+            J.job_maps(4, 3, 9, 7, inv, a, flow, alpha)
+    return real(self, frame, image)
+VideoFileSink._write = write
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@POSIX
+def test_ctrl_c_inside_a_compiled_loop_is_an_interruption_not_a_bug(tmp_path, clips):
+    """numba's dispatcher calls back into Python on every call, so Ctrl-C lands there and comes
+    out as a SystemError ("returned a result with an exception set") with the KeyboardInterrupt
+    at the end of its chain: still exit 130, "interrupted", the temporary file removed."""
+    pytest.importorskip("numba")
+    out = tmp_path / "o.mp4"
+    proc = subprocess.run(with_stop_signals([sys.executable, "-c", _SIGINT_IN_A_COMPILED_LOOP,
+                                             "--input", clips["short"], "--output", out,
+                                             "--quiet"]),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, proc.stderr
+    assert one_line(proc.stderr) == "warpcam: interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_wrapped_by_native_code_is_found_in_the_chain():
+    try:
+        try:
+            raise cli.Interrupted(signal.SIGTERM)
+        except KeyboardInterrupt as ki:
+            raise SystemError("f returned a result with an exception set") from ki
+    except SystemError as exc:
+        assert cli.interrupt_status(cli.interrupt_behind(exc)) == (
+            143, "warpcam: interrupted by SIGTERM")
+    assert cli.interrupt_behind(ValueError("x")) is None
+    assert cli.interrupt_behind(None) is None
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. progress and log output that cannot be written never stop the work
 # ------------------------------------------------------------------------------------------------
