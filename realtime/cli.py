@@ -80,7 +80,8 @@ def interrupt_behind(exc: Optional[BaseException]) -> Optional[KeyboardInterrupt
         if isinstance(exc, KeyboardInterrupt):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)  # "from None" ends it
     return None
 
 

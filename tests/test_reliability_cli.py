@@ -216,6 +216,13 @@ def test_an_interrupt_wrapped_by_native_code_is_found_in_the_chain():
             143, "warpcam: interrupted by SIGTERM")
     assert cli.interrupt_behind(ValueError("x")) is None
     assert cli.interrupt_behind(None) is None
+    try:  # an error raised "from None" while handling one says it is not about the interrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("replaced") from None
+    except ValueError as exc:
+        assert cli.interrupt_behind(exc) is None
 
 
 # ------------------------------------------------------------------------------------------------
