@@ -266,17 +266,14 @@ def run_one(job: dict, progress: Optional[Callable[[int], None]] = None) -> dict
         status = "done" if code == EXIT_OK else "failed"
         if code != EXIT_OK and not errors:
             errors.append(f"warpcam: error: exit status {code}")
-    except KeyboardInterrupt as exc:
-        status = "interrupted"
-        errors.append(cli.interrupt_status(exc)[1])
     except SystemExit as exc:  # a usage error of the job's flags
         errors.append(f"warpcam: error: usage (exit status {exc.code})")
-    except Exception as exc:  # a bug: one line, the batch goes on
-        stop = cli.interrupt_behind(exc)  # or a stop signal that native code wrapped
+    except (KeyboardInterrupt, Exception) as exc:
+        stop = cli.interrupt_behind(exc)  # Ctrl-C or a stop signal, itself or wrapped
         if stop is not None:
             status = "interrupted"
             errors.append(cli.interrupt_status(stop)[1])
-        else:
+        else:  # a bug: one line, the batch goes on
             errors.append(f"warpcam: error: unexpected {type(exc).__name__}: "
                           f"{cli._one_line(exc)}")
     if progress is not None:

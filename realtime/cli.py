@@ -542,19 +542,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     with _guarded_process(debug):
         try:
             return _main(argv)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal, outside the job itself
-            code, line = interrupt_status(exc)
-            _say(line)
-            return code
         except (SystemExit, GeneratorExit):
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Ctrl-C or a stop signal: itself, wrapped by native code that Python was called
+            # back from, or behind a failure while cleaning up after one
             stop = interrupt_behind(exc)
-            if stop is not None:  # Ctrl-C or a stop signal that native code wrapped, or a
-                code, line = interrupt_status(stop)  # failure while cleaning up after one
+            if stop is not None:
+                code, line = interrupt_status(stop)
                 _say(line)
                 return code
-            if debug:
+            if debug or not isinstance(exc, Exception):
                 raise
             if isinstance(exc, MemoryError):
                 _say("warpcam: error: out of memory (try a smaller input or fewer --max-faces)")

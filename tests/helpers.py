@@ -1,10 +1,8 @@
 """Small assertions helpers shared by the test modules."""
+import sys
 import time
 
 import numpy as np
-
-#: the signals the CLI turns into a clean stop (``warpcam.realtime.cli.STOP_SIGNALS``' names)
-_STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 
 # Run in a fresh interpreter: set the stop signals, then exec the real command. A disposition of
 # SIG_DFL or SIG_IGN survives exec; doing it this way needs no preexec_fn, which is unsafe in a
@@ -13,8 +11,7 @@ _SET_SIGNALS_AND_EXEC = (
     "import os, signal, sys\n"
     "ignore = set(sys.argv[1].split(',')) - {''}\n"
     "for n in sys.argv[2].split(','):\n"
-    "    if hasattr(signal, n):\n"
-    "        signal.signal(getattr(signal, n), signal.SIG_IGN if n in ignore else signal.SIG_DFL)\n"
+    "    signal.signal(getattr(signal, n), signal.SIG_IGN if n in ignore else signal.SIG_DFL)\n"
     "os.execvp(sys.argv[3], sys.argv[3:])\n")
 
 
@@ -24,9 +21,11 @@ def with_stop_signals(cmd, ignore=()) -> list:
     ``("SIGHUP",)`` as under ``nohup``), which start ignored. The CLI keeps a stop signal that
     its parent ignores (``nohup``, or a background job of a non-interactive shell, which
     ignores SIGINT), so without this a suite started that way would see its signals ignored."""
-    import sys
-    return [sys.executable, "-c", _SET_SIGNALS_AND_EXEC, ",".join(ignore),
-            ",".join(_STOP_SIGNAL_NAMES), *[str(c) for c in cmd]]
+    from warpcam.realtime.cli import STOP_SIGNALS  # Ctrl-C, and those the CLI turns into one
+
+    names = ("SIGINT",) + tuple(s.name for s in STOP_SIGNALS)
+    return [sys.executable, "-c", _SET_SIGNALS_AND_EXEC, ",".join(ignore), ",".join(names),
+            *[str(c) for c in cmd]]
 
 
 def signal_when(proc, ready, sig, wait_s: float = 120.0, settle_s: float = 0.0,
