@@ -31,6 +31,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -47,7 +48,7 @@ def _p(a, q):
     return round(float(np.percentile(a, q)), 2)
 
 
-def frame_cost(model, iters: int = 60) -> dict:
+def frame_cost(model, iters: int = 60, regions: bool = True) -> dict:
     import dataclasses
 
     from tests.realdata import astronaut_bgr
@@ -61,7 +62,7 @@ def frame_cost(model, iters: int = 60) -> dict:
     comp = CpuCompositor()
     out = {}
     for mode in ("network_every_frame", "still_face"):
-        eff = AUEditEffect(AUEditSettings(edit="AU12=1"), model, follow=1.0)
+        eff = AUEditEffect(AUEditSettings(edit="AU12=1"), model, follow=1.0, regions=regions)
         for i in range(5):
             comp.composite(frame, eff.jobs(frame, [face], i / 30))
         ts, calls0 = [], eff.calls
@@ -78,17 +79,29 @@ def frame_cost(model, iters: int = 60) -> dict:
     return out
 
 
-def _heldout_images(data: Path, limit: int, split: str = "test") -> list:
+def _pick(by_set: dict, limit: int) -> list:
+    picked = []
+    for s, rs in sorted(by_set.items()):  # an even share of each set, spread over its rows
+        k = min(len(rs), limit // len(by_set))
+        picked += [rs[i] for i in np.linspace(0, len(rs) - 1, k).astype(int)]
+    return picked
+
+
+def _heldout_images(data: Path, limit: int, split: str = "test", fresh: Sequence[int] = ()) -> list:
+    """``[(id, set, 256 px BGR face)]``: ``limit`` faces of ``split``, an even share of each
+    set spread over its rows; ``fresh``: leave out the faces that the selections of these
+    limits pick (faces no earlier table of that size used)."""
     from warpcam.training.data.index import read_index
     rows = [r for r in read_index(data) if r.get("split") == split and r.get("found") == "1"
             and r.get("face_128") and r.get("set") in ("lfw_expressions", "videos", "celeba")]
     by_set = {}
     for r in rows:
         by_set.setdefault(r["set"], []).append(r)
-    picked = []
-    for s, rs in sorted(by_set.items()):  # an even share of each set, spread over its rows
-        k = min(len(rs), limit // len(by_set))
-        picked += [rs[i] for i in np.linspace(0, len(rs) - 1, k).astype(int)]
+    if fresh:
+        used = {r["id"] for n in fresh for r in _pick(by_set, n)}
+        by_set = {s: [r for r in rs if r["id"] not in used] for s, rs in by_set.items()}
+        by_set = {s: rs for s, rs in by_set.items() if rs}
+    picked = _pick(by_set, limit)
     out = []
     for r in picked:
         im = cv2.imread(str(data / r["face_128"]))
@@ -98,7 +111,8 @@ def _heldout_images(data: Path, limit: int, split: str = "test") -> list:
     return out
 
 
-def heldout(model, data: Path, limit: int, split: str = "test") -> dict:
+def heldout(model, data: Path, limit: int, split: str = "test", regions: bool = True,
+            floor: bool = True, fresh: Sequence[int] = ()) -> dict:
     from benchmarks.expression_eval import Analyzer, distance, load_embedder
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.realtime.au import AU_NAMES
@@ -107,8 +121,9 @@ def heldout(model, data: Path, limit: int, split: str = "test") -> dict:
     emb, why = load_embedder()
     an = Analyzer(emb)
     comp = CpuCompositor()
-    items = _heldout_images(data, limit, split)
+    items = _heldout_images(data, limit, split, fresh)
     ch = {(a, s): [] for a in EVAL_AUS for s in (1, -1)}
+    present = {(a, s): [] for a in EVAL_AUS for s in (1, -1)}  # the face shows the AU
     others = {(a, s): [] for a in EVAL_AUS for s in (1, -1)}
     ident, n_faces, sets = [], 0, {}
     with FaceTracker(max_faces=1, static_images=True) as tr:
@@ -122,7 +137,8 @@ def heldout(model, data: Path, limit: int, split: str = "test") -> dict:
             a0 = np.array([r0.get(f"{a}_r", np.nan) for a in AU_NAMES])
             for a in EVAL_AUS:
                 for s in (1, -1):
-                    eff = AUEditEffect(AUEditSettings(edit=f"{a}={s:+d}"), model, follow=1.0)
+                    eff = AUEditEffect(AUEditSettings(edit=f"{a}={s:+d}"), model, follow=1.0,
+                                       regions=regions, floor=floor)
                     out = comp.composite(img, eff.jobs(img, faces, 0.0))
                     r1 = an(out)
                     if not r1["success"]:
@@ -131,6 +147,7 @@ def heldout(model, data: Path, limit: int, split: str = "test") -> dict:
                     d = a1 - a0
                     j = AU_NAMES.index(a)
                     ch[(a, s)].append(d[j])
+                    present[(a, s)].append(bool(a0[j] > 0.0))
                     others[(a, s)].append(float(np.nanmean(np.abs(np.delete(d, j)))))
                     dist = distance(r0["embedding"], r1["embedding"])
                     if dist is not None:
@@ -143,7 +160,15 @@ def heldout(model, data: Path, limit: int, split: str = "test") -> dict:
             o = np.array(others[(a, s)])
             if not len(v):
                 continue
+            has = np.array(present[(a, s)], bool)
             table.append(dict(au=a, request=s, n=len(v), change_mean=round(float(v.mean()), 3),
+                              # faces that show the AU before the edit (above the estimator's
+                              # floor of 0): the only ones a -1 request can lower
+                              n_present=int(has.sum()),
+                              change_mean_present=round(float(v[has].mean()), 3)
+                              if has.any() else None,
+                              others_abs_mean_present=round(float(o[has].mean()), 3)
+                              if has.any() else None,
                               right_direction=round(float(np.mean(v * s > 0)), 3),
                               others_abs_mean=round(float(o.mean()), 3),
                               target_beats_others=bool(abs(v.mean()) > o.mean()
@@ -431,6 +456,14 @@ def main(argv=None) -> dict:
                     "noise where the mask opens (colour_check), on the astronaut; writes "
                     "benchmarks/results/au_colour_check.json")
     ap.add_argument("--colour-figure", default=None, help="PNG of the colour check (astronaut)")
+    ap.add_argument("--no-regions", action="store_true", help="apply the network's output "
+                    "wherever it reaches, not only in the FACS regions of the AUs asked for "
+                    "(held-out table and cost)")
+    ap.add_argument("--fresh", type=int, nargs="*", default=(), metavar="LIMIT",
+                    help="leave out the faces the selections of these --limit values use "
+                         "(e.g. --fresh 45 90: faces no earlier table saw)")
+    ap.add_argument("--no-floor", action="store_true", help="pass negative requests as "
+                    "given, not floored at the face's own intensity (held-out table)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["cost", "heldout", "video"])
     ap.add_argument("--tmp", default="/tmp/au_edit_bench")
     ap.add_argument("--json", action="store_true", help="write benchmarks/results/au_edit.json")
@@ -452,13 +485,14 @@ def main(argv=None) -> dict:
                                      **res["colour_check"]), indent=2) + "\n")
         print(f"wrote {p}")
     if "cost" not in a.skip:
-        res["cost"] = frame_cost(model, a.iters)
+        res["cost"] = frame_cost(model, a.iters, regions=not a.no_regions)
         print(json.dumps(res["cost"]), flush=True)
     data = Path(a.data)
     if a.sheet:
         sheet(model, data, Path(a.sheet), faces=a.sheet_faces)
     if "heldout" not in a.skip:
-        res["heldout"] = heldout(model, data, a.limit, a.split)
+        res["heldout"] = heldout(model, data, a.limit, a.split, regions=not a.no_regions,
+                                 floor=not a.no_floor, fresh=a.fresh)
         res["heldout"]["split"] = a.split
         print(json.dumps(res["heldout"], indent=1), flush=True)
     if "video" not in a.skip:

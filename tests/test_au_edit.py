@@ -80,7 +80,7 @@ def test_sliders_add_to_the_text_and_the_switch_ramps_out(hd_frame_face):
         AUEditSettings(au12=1.6)
     frame, face = hd_frame_face
     m = FakeModel()
-    eff = AUEditEffect(AUEditSettings(au12=0.6, au04=-0.4), m, follow=1.0)
+    eff = AUEditEffect(AUEditSettings(au12=0.6, au04=-0.4), m, follow=1.0, floor=False)
     assert eff.hud() == "au AU04=-0.40,AU12=+0.60 x1.0"
     job = eff.jobs(frame, [face], 0.0)[0]
     want = np.zeros(len(AUS))
@@ -118,7 +118,7 @@ def test_composite_keeps_frame_detail_at_real_size(hd_frame_face):
     from warpcam.kernels.cpu import CpuCompositor
     frame, face = hd_frame_face
     m = FakeModel()
-    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), m, follow=1.0)
+    eff = AUEditEffect(AUEditSettings(edit="AU12=1"), m, follow=1.0, regions=False)
     jobs = eff.jobs(frame, [face], 0.0)
     assert len(jobs) == 1
     job = jobs[0]
@@ -188,7 +188,8 @@ def test_composite_is_the_models_rgb_edit_in_place(hd_frame_face):
     frame, face = hd_frame_face
     A = aligned_affine(face.landmarks, S)
     out = CpuCompositor().composite(frame, AUEditEffect(AUEditSettings(edit="AU12=1"),
-                                                        RampModel(), follow=1.0).jobs(
+                                                        RampModel(), follow=1.0,
+                                                        regions=False).jobs(
         frame, [face], 0.0))
     back = (FrameCrops(None, out).numpy(A[None], (S, S))[0]
             - FrameCrops(None, frame).numpy(A[None], (S, S))[0])  # RGB, [0, 1]
@@ -218,7 +219,8 @@ def test_composite_is_the_models_rgb_edit_in_place(hd_frame_face):
         edit = (1.0 - att)[..., None] * res
     model = xin + win[..., None] * edit
     out = CpuCompositor().composite(frame, AUEditEffect(AUEditSettings(edit="AU12=1"), m,
-                                                        follow=1.0).jobs(frame, [face], 0.0))
+                                                        follow=1.0, regions=False).jobs(
+        frame, [face], 0.0))
     live = FrameCrops(None, out).numpy(A[None], (m.size, m.size))[0].transpose(1, 2, 0)
     opened = np.abs(model - xin).max(axis=2) > 0.02
     assert opened.sum() > 50  # the edit changes the mouth
@@ -247,7 +249,7 @@ def test_flow_model_moves_the_frames_own_pixels(hd_frame_face):
     outside the face box."""
     from warpcam.kernels.cpu import CpuCompositor
     frame, face = hd_frame_face
-    eff = AUEditEffect(AUEditSettings(edit="AU04=1"), ShiftModel(), follow=1.0)
+    eff = AUEditEffect(AUEditSettings(edit="AU04=1"), ShiftModel(), follow=1.0, regions=False)
     jobs = eff.jobs(frame, [face], 0.0)
     assert len(jobs) == 1 and jobs[0].flow.any()
     out = CpuCompositor().composite(frame, jobs)
@@ -446,3 +448,80 @@ def test_cli_video_keeps_frame_count(tmp_path):
         na = sum(1 for _ in a.decode(video=0))
         nb = sum(1 for _ in b.decode(video=0))
     assert na == nb
+
+
+def test_au_region_mask_follows_the_facs_regions(hd_frame_face):
+    """The region of a brow AU covers the brows and leaves the mouth corners and nose tip at 0;
+    a lip-corner AU's covers the corners and leaves brows and eye corners at 0 (the points the
+    AU estimator's head frame rests on); a condition below ``REGION_FULL`` opens its region in
+    proportion, and AUs add as a maximum."""
+    from warpcam.core.geometry import invert_affine
+    from warpcam.realtime.effects.au_edit import REGION_FULL, au_region_mask
+    frame, face = hd_frame_face
+    inv = invert_affine(aligned_affine(face.landmarks, S))
+    p = face.landmarks[:, :2] @ inv[:, :2].T + inv[:, 2]
+
+    def at(m, i):
+        return float(m[int(round(p[i, 1])), int(round(p[i, 0]))])
+    brows = au_region_mask(p, {"AU04": -1.0}, S, S)
+    lips = au_region_mask(p, {"AU12": 1.0}, S, S)
+    for i in (105, 334, 107, 336):  # brows
+        assert at(brows, i) == 1.0 and at(lips, i) == 0.0
+    for i in (61, 291):  # mouth corners
+        assert at(lips, i) == 1.0 and at(brows, i) == 0.0
+    for i in (33, 263):  # outer eye corners: the estimator's scale
+        assert at(lips, i) == 0.0
+    assert at(brows, 1) == 0.0  # nose tip
+    half = au_region_mask(p, {"AU12": REGION_FULL / 2, "AU01": 0.0}, S, S)
+    assert np.allclose(half, 0.5 * lips)
+    both = au_region_mask(p, {"AU04": 1.0, "AU12": 0.3}, S, S)
+    assert np.array_equal(both, np.maximum(brows, lips))
+    assert not au_region_mask(p, {}, S, S).any()
+
+
+def test_regions_keep_an_edit_off_the_rest_of_the_face(hd_frame_face):
+    """A model that moves the whole crop: asked for AU04, the composite changes the brows but
+    not a byte around the mouth corners; asked for AU12, the mouth but not the brows or the
+    outer eye corners. Without regions (``regions=False``) both move everywhere."""
+    from warpcam.kernels.cpu import CpuCompositor
+    frame, face = hd_frame_face
+    comp = CpuCompositor()
+
+    def changed_near(out, idx, r=6):
+        return any(np.any(out[int(y) - r:int(y) + r, int(x) - r:int(x) + r]
+                          != frame[int(y) - r:int(y) + r, int(x) - r:int(x) + r])
+                   for x, y in face.landmarks[list(idx), :2])
+    brows, corners, eyes = (105, 334, 66, 296), (61, 291), (33, 263)
+    for regions in (True, False):
+        out4 = comp.composite(frame, AUEditEffect(AUEditSettings(edit="AU04=1"), ShiftModel(),
+                                                  follow=1.0, regions=regions).jobs(
+            frame, [face], 0.0))
+        out12 = comp.composite(frame, AUEditEffect(AUEditSettings(edit="AU12=1"), ShiftModel(),
+                                                   follow=1.0, regions=regions).jobs(
+            frame, [face], 0.0))
+        assert changed_near(out4, brows) and changed_near(out12, corners)
+        assert changed_near(out4, corners) == (not regions)
+        assert changed_near(out12, brows) == (not regions)
+        assert changed_near(out12, eyes) == (not regions)
+
+
+def test_negative_requests_take_away_at_most_what_the_face_shows(hd_frame_face):
+    """``floor`` (the default): the astronaut smiles (AU12, AU10 above 0) and shows no AU15, so
+    ``AU15=-1`` asks the model for nothing (no job), ``AU10=-1`` for minus her own AU10 (the
+    estimator's intensity / 5) and positive requests pass as given; ``floor=False`` passes
+    the -1 on."""
+    from warpcam.realtime.au import AUEstimator
+    frame, face = hd_frame_face
+    cur = AUEstimator(calibrate=True).estimate(face, 0.0).intensities
+    assert cur["AU15"] == 0.0 and cur["AU10"] > 0.5
+    m = FakeModel()
+    assert AUEditEffect(AUEditSettings(edit="AU15=-1"), m, follow=1.0).jobs(
+        frame, [face], 0.0) == [] and m.conds == []
+    job = AUEditEffect(AUEditSettings(edit="AU10=-1,AU15=-1,AU20=0.5"), m, follow=1.0).jobs(
+        frame, [face], 0.0)[0]
+    want = np.zeros(len(AUS))
+    want[AUS.index("AU10")], want[AUS.index("AU20")] = -cur["AU10"] / 5.0, 0.5
+    assert np.allclose(job.meta["cond"], want) and -1.0 < want[AUS.index("AU10")] < -0.1
+    job = AUEditEffect(AUEditSettings(edit="AU15=-1"), m, follow=1.0, floor=False).jobs(
+        frame, [face], 0.0)[0]
+    assert job.meta["cond"][AUS.index("AU15")] == -1.0

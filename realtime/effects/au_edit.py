@@ -20,7 +20,10 @@ Convention block:
   with the AU12 slider at 0.3 asks for 0.8; the sum of each AU is clipped to [-2, 2] (the text's
   own limit). ``strength`` scales the whole vector; ``enabled`` (the panel's switch, preview key
   ``a``) turns the edit off and on while keeping every value, and the edit ramps out (and in)
-  at ``follow`` per frame.
+  at ``follow`` per frame. **Floor**: a negative request removes at most what the face shows:
+  each AU's condition is at least minus the face's own intensity / 5 (the AU estimator, per
+  track), as in training, where desired AUs lie in [0, 1]; ``AU15=-1`` on a face without AU15
+  asks for nothing.
 - Face crop: the aligned face of the face datasets (eye centres and mouth centre onto the
   template, :func:`~warpcam.realtime.effects.smile_model.aligned_affine`) at the model's size
   (96 or 128 px), read through the compositor's crop service as RGB in [0, 1].
@@ -44,6 +47,9 @@ Convention block:
   linear part, texels under :data:`FLOW_DEADZONE` set to 0), the mask as its ``attention``
   and ``alpha = window * fade``: the frame's own HD pixels are moved, not a 96 px face pasted.
   The network's outputs are averaged over frames per face in its aligned crop (``temporal``).
+  **Regions**: the flow and ``alpha`` are multiplied by the FACS region of the AUs asked for
+  (:func:`au_region_mask`, from the face's landmarks in the crop), so an edit of the brows
+  leaves the mouth's bytes alone and the box shrinks to the region.
 - Time: per track the three alignment points are smoothed with a One Euro filter before the
   crop is fitted, the condition moves toward its target by ``follow`` per frame (snapping within
   0.005), and the network's output is reused while the crop-space landmarks (the expression and
@@ -62,7 +68,7 @@ import cv2
 import numpy as np
 
 from warpcam.core.geometry import (CropCache, border_window, fade_between, invert_affine,
-                                   similarity_fit)
+                                   similarity_fit, smoothstep)
 from warpcam.core.types import Face, WarpJob, affine_box
 from warpcam.realtime.au import AU_DEFINITIONS, AU_NAMES, AUEstimator
 from warpcam.realtime.effects.base import (Effect, EffectError, EffectSpec, FrameCrops,
@@ -296,6 +302,72 @@ def aligned_affine(landmarks_or_points: np.ndarray, size: int) -> np.ndarray:
     return invert_affine(similarity_fit(pts, np.array(TEMPLATE) * size - 0.5))
 
 
+#: FACS regions (Ekman & Friesen's FACS manual, 1978/2002: where each AU's muscle moves the
+#: skin) as groups of FaceMesh landmarks; a region is the union of the convex hulls of its
+#: groups, grown by a margin and feathered (:func:`au_region_mask`). Subject's right, then left.
+_BROWS = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282,
+          283, 276, 9, 8, 168, 151, 108, 337, 69, 299, 104, 333, 159, 386, 158, 385, 160, 387)
+_EYE_R = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+_EYE_L = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+_CHEEK_R = (33, 7, 163, 144, 145, 153, 154, 155, 133, 50, 101, 118, 117, 205, 123)
+_CHEEK_L = (263, 249, 390, 373, 374, 380, 381, 382, 362, 280, 330, 347, 346, 425, 352)
+_NOSE = (9, 8, 168, 6, 197, 195, 5, 4, 1, 98, 327, 64, 294, 2, 0, 107, 336, 129, 358)
+_MOUTH = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40,
+          185, 2, 98, 327, 205, 425, 152, 148, 377, 176, 400)
+#: region of each AU: (landmark groups, margin, feather), both in units of the outer eye
+#: corners' distance in the crop.
+AU_REGIONS: Dict[str, tuple] = {}
+for _a in ("AU01", "AU02", "AU04"):
+    AU_REGIONS[_a] = ((_BROWS,), 0.15, 0.15)
+for _a in ("AU05", "AU07", "AU45"):
+    AU_REGIONS[_a] = ((_EYE_R, _EYE_L), 0.15, 0.15)
+AU_REGIONS["AU06"] = ((_CHEEK_R, _CHEEK_L), 0.15, 0.15)
+AU_REGIONS["AU09"] = ((_NOSE,), 0.15, 0.15)
+for _a in ("AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26"):
+    AU_REGIONS[_a] = ((_MOUTH,), 0.2, 0.2)
+#: an AU's region opens fully once its condition reaches this (model units); below, in
+#: proportion, so a region fades in and out with the AU's ramp instead of switching.
+REGION_FULL = 0.1
+
+
+def au_region_mask(points: np.ndarray, cond: Dict[str, float], h: int, w: int) -> np.ndarray:
+    """Where an edit of the AUs in ``cond`` may move the face: ``h x w`` float32 in [0, 1].
+
+    The maximum over the AUs of ``min(1, |cond[a]| / REGION_FULL)`` times the AU's region of
+    :data:`AU_REGIONS` (1 within ``margin`` of the convex hulls of its landmark groups,
+    smoothstep to 0 over a further ``feather``; both scale with the face). An AU without a
+    region (none today) opens the whole crop.
+
+    Args:
+        points: ``478 x 2`` landmarks in the crop's pixel coordinates (x right, y down).
+        cond: AU name -> relative change (model units); zeros are ignored.
+        h, w: the crop's size, px.
+    """
+    p = np.asarray(points, np.float64)[:, :2]
+    d_eyes = float(np.hypot(*(p[263] - p[33]))) or 1.0
+    out = np.zeros((h, w), np.float32)
+    done: Dict[tuple, np.ndarray] = {}
+    for a, v in cond.items():
+        k = min(1.0, abs(float(v)) / REGION_FULL)
+        if k <= 0.0:
+            continue
+        if a not in AU_REGIONS:
+            return np.ones((h, w), np.float32)
+        groups, margin, feather = AU_REGIONS[a]
+        key = (groups, margin, feather)
+        m = done.get(key)
+        if m is None:
+            inside = np.full((h, w), 255, np.uint8)
+            for g in groups:
+                hull = cv2.convexHull(np.round(p[list(g)]).astype(np.int32))
+                cv2.fillConvexPoly(inside, hull, 0)
+            dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)
+            t = (margin + feather) * d_eyes - dist
+            m = done[key] = smoothstep(t / max(feather * d_eyes, 1e-6)).astype(np.float32)
+        np.maximum(out, np.float32(k) * m, out=out)
+    return out
+
+
 class _Track:
     __slots__ = ("points", "cond", "est", "fields")
 
@@ -321,6 +393,14 @@ class AUEditEffect(Effect):
         temporal: share of a new network output taken per frame (an exponential moving
             average of each face's mask, residual and flow in its aligned crop, where a face
             that holds still has still outputs); 1 takes each frame's output as it is.
+        regions: keep the edit within the FACS regions of the AUs asked for
+            (:func:`au_region_mask`: brows for AU1/2/4, eyes for AU5/7/45, cheeks for AU6, nose
+            for AU9, mouth and chin for AU10-AU26), so ``AU04=-1`` leaves the mouth alone;
+            ``False`` applies the network's output wherever it reaches.
+        floor: a negative request takes away at most what the face shows (the condition of
+            each AU at least minus its current intensity, :meth:`target`): the model was
+            trained on desired AUs in [0, 1], so it never saw ``AU15=-1`` on a face without
+            AU15, and answers it with an unrelated move. ``False`` passes requests as given.
     """
 
     name = "au"
@@ -328,7 +408,7 @@ class AUEditEffect(Effect):
     def __init__(self, settings, model=None, model_path=None, edge_margin: float = 0.12,
                  follow: float = 0.35, tol: float = 0.4, yaw_full: float = 20.0,
                  yaw_none: float = 35.0, max_side: int = 1024, cache: bool = True,
-                 temporal: float = 0.5):
+                 temporal: float = 0.5, regions: bool = True, floor: bool = True):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
@@ -337,6 +417,7 @@ class AUEditEffect(Effect):
         if not 0.0 < temporal <= 1.0:
             raise ValueError(f"temporal {temporal}: must be in (0, 1]")
         self.temporal = float(temporal)
+        self.regions, self.floor = bool(regions), bool(floor)
         self.yaw_full, self.yaw_none, self.max_side = yaw_full, yaw_none, max_side
         self.cache: Optional[CropCache] = CropCache(tol=tol, max_age=10 ** 9) if cache else None
         self.tracks: Dict[int, _Track] = {}
@@ -389,7 +470,8 @@ class AUEditEffect(Effect):
         return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
     def _support(self, att: np.ndarray, res: np.ndarray, size: int, fade: float,
-                 flow: Optional[np.ndarray] = None, scale: float = 1.0) -> tuple:
+                 flow: Optional[np.ndarray] = None, scale: float = 1.0,
+                 win: Optional[np.ndarray] = None) -> tuple:
         """The model-crop rectangle ``(u0, v0, u1, v1)`` outside of which the edit provably
         changes no byte of the frame, or ``()`` when it changes none at all.
 
@@ -408,11 +490,12 @@ class AUEditEffect(Effect):
         sample displaced by ``d`` frame pixels differs from the frame's own by at most ``255
         |d|_1`` grey levels, and a displacement of ``(dx, dy)`` crop pixels is at most
         ``sqrt(2) scale (|dx| + |dy|)`` frame pixels in that norm (``scale``: frame pixels
-        per crop pixel); the two bounds add."""
+        per crop pixel); the two bounds add. ``win``: the crop's window (default: the border
+        window; the effect passes it times the AU region mask)."""
         kernel = np.ones((3, 3), np.uint8)
         open_ = cv2.dilate(1.0 - np.clip(att, 0.0, 1.0), kernel)
         amp = cv2.dilate(np.abs(res).max(axis=2) * np.float32(255.0), kernel)
-        win = cv2.dilate(self._window(size), kernel)
+        win = cv2.dilate(self._window(size) if win is None else win, kernel)
         bound = open_ * amp * win * np.float32(fade)
         if flow is not None:
             shift = cv2.dilate(np.abs(flow).sum(axis=2), kernel)
@@ -425,6 +508,14 @@ class AUEditEffect(Effect):
         return (float(cols[0]) - 1.0, float(rows[0]) - 1.0, float(cols[-1]) + 1.0,
                 float(rows[-1]) + 1.0)
 
+    def _region(self, face: Face, A: np.ndarray, cond: np.ndarray, size: int) -> np.ndarray:
+        """The AU region mask (:func:`au_region_mask`) of this face's condition, in the model
+        crop (``size x size`` float32)."""
+        inv = invert_affine(A)
+        pts = np.asarray(face.landmarks, np.float64)[:, :2] @ inv[:, :2].T + inv[:, 2]
+        return au_region_mask(pts, dict(zip(self.model.au_names, np.asarray(cond).tolist())),
+                              size, size)
+
     def _window(self, side: int) -> np.ndarray:
         w = self._windows.get(side)
         if w is None:
@@ -432,22 +523,35 @@ class AUEditEffect(Effect):
         return w
 
     def target(self, settings: AUEditSettings, face: Face, t: float, tr: _Track) -> np.ndarray:
-        """The relative condition asked for this face, in the model's units and AU order."""
+        """The relative condition asked for this face, in the model's units and AU order:
+        ``--expression-from`` (reference minus the face's own AUs) plus the ``--au`` text and
+        sliders, times ``strength``; with ``floor``, no AU is asked to go below 0 (each entry at
+        least ``-current / au_scale``, the face's own intensity from the AU estimator)."""
         names = self.model.au_names
         scale = float(getattr(self.model, "au_scale", 5.0))
         v = np.zeros(len(names), np.float64)
+        cur = None
         if settings.expression_from.strip():
             ref = self._reference(settings.expression_from.strip())
-            if tr.est is None:
-                tr.est = AUEstimator(calibrate=True)
-            cur = tr.est.estimate(face, t).intensities
+            cur = self._current(face, t, tr)
             for i, a in enumerate(names):
                 if a not in NOT_TRANSFERRED:
                     v[i] = (ref.get(a, 0.0) - cur.get(a, 0.0)) / scale
         for a, x in settings.au_changes().items():
             if a in names:
                 v[names.index(a)] += x
-        return v * settings.strength
+        v *= settings.strength
+        if self.floor and np.any(v < 0):
+            cur = cur if cur is not None else self._current(face, t, tr)
+            v = np.maximum(v, [-cur.get(a, 0.0) / scale for a in names]) + 0.0  # no -0
+        return v
+
+    @staticmethod
+    def _current(face: Face, t: float, tr: _Track) -> Dict[str, float]:
+        """The face's AU intensities now (0-5; per-track calibrated neutral)."""
+        if tr.est is None:
+            tr.est = AUEstimator(calibrate=True)
+        return tr.est.estimate(face, t).intensities
 
     def jobs(self, frame: np.ndarray, faces: Sequence[Face], t: float = 0.0,
              crops: Optional[FrameCrops] = None) -> List[WarpJob]:
@@ -463,7 +567,7 @@ class AUEditEffect(Effect):
             return []
         model = self._ensure_model()
         size = model.size
-        seen, todo, out, have = set(), [], [], {}
+        seen, todo, out, have, faces_by_id = set(), [], [], {}, {}
         for face in faces:
             key = face.track_id
             seen.add(key)
@@ -498,6 +602,7 @@ class AUEditEffect(Effect):
             else:
                 have[key] = fields
             out.append((key, A, fade))
+            faces_by_id[key] = face
         for k in [k for k in self.tracks if k not in seen]:
             del self.tracks[k]
         if crops is None:
@@ -520,9 +625,15 @@ class AUEditEffect(Effect):
             tr.fields = fields
             att, res = fields[:2]
             flow = flow_deadzone(fields[2]) if len(fields) > 2 else None
+            win = self._window(size)
+            if self.regions:
+                region = self._region(faces_by_id[key], A, tr.cond, size)
+                win = win * region
+                if flow is not None:
+                    flow = flow * region[..., None]
             scale = float(np.sqrt(abs(np.linalg.det(np.asarray(A, np.float64)[:, :2]))))
             box = self._box(A, size, frame.shape,
-                            self._support(att, res, size, fade, flow, scale))
+                            self._support(att, res, size, fade, flow, scale, win))
             if box is None:
                 continue
             x0, y0, w, h = box
@@ -532,7 +643,7 @@ class AUEditEffect(Effect):
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             # mask, window and flow in one resampling (2 or 4 channels; outside the crop the
             # mask keeps the frame and the rest is 0)
-            stack = np.dstack([att, self._window(size)] + ([flow] if flow is not None else []))
+            stack = np.dstack([att, win] + ([flow] if flow is not None else []))
             fb = cv2.warpAffine(stack, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
                                 borderValue=(1.0, 0.0, 0.0, 0.0))
             keep, win = fb[..., 0], fb[..., 1]
