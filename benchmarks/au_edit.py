@@ -12,7 +12,8 @@ held-out AU control and identity, the single-AU sheet, and the video checks.
   128-px aligned crop upscaled to 256 px, tracked) edited through the live effect with
   ``AUk=+1`` and ``AUk=-1`` for AU4, AU5, AU7, AU12, AU15, AU20; the AU estimator (population
   neutral) on input and output: the mean change of AUk, the share of faces where it moved in the
-  requested direction, and the mean absolute change of the other 16 AUs; the dlib identity
+  requested direction, and the mean absolute change of the other 16 AUs (and the same on the
+  faces that show AUk before the edit, the only ones a -1 request can lower); the dlib identity
   distance (:mod:`benchmarks.expression_eval`) of every edit to its input (target: < 0.5 on at
   least 90 %).
 - **Sheet**: rows AU4 ... AU20, columns -1, -0.5, 0, 0.5, 1, 1.25, on held-out faces
@@ -22,8 +23,13 @@ held-out AU control and identity, the single-AU sheet, and the video checks.
 - **Video**: ``--au AU12=+1`` on ``mead_w009_neutral_256.mp4`` through the CLI: AU12 per frame of
   input and output (static tracking, population neutral), frame counts, and flicker: the mean
   absolute frame-to-frame change of the edit (output - input) in the face box against the
-  input's own frame-to-frame change there; ``--expression-from happy1.png`` on the same clip
-  (AU6, AU12); the audio stream kept on ``news_talking_head_512.mp4``.
+  input's own frame-to-frame change there; ``--au AU12=-1`` on ``mead_w009_happy_256.mp4``
+  (a negative request, gated by the face's AU12 every frame: AU12 lowered, flicker);
+  ``--expression-from happy1.png`` on the neutral clip (AU6, AU12); the audio stream kept on
+  ``news_talking_head_512.mp4``.
+- ``--split val``, ``--limit N``, ``--fresh 45 90`` (faces no earlier selection of those sizes
+  used), ``--no-regions`` and ``--negative gate|floor|pass`` choose the faces and the effect's
+  rules (``benchmarks/results/au_select.json``, key ``inference``).
 """
 from __future__ import annotations
 
@@ -112,7 +118,7 @@ def _heldout_images(data: Path, limit: int, split: str = "test", fresh: Sequence
 
 
 def heldout(model, data: Path, limit: int, split: str = "test", regions: bool = True,
-            floor: bool = True, fresh: Sequence[int] = ()) -> dict:
+            negative: str = "gate", fresh: Sequence[int] = ()) -> dict:
     from benchmarks.expression_eval import Analyzer, distance, load_embedder
     from warpcam.kernels.cpu import CpuCompositor
     from warpcam.realtime.au import AU_NAMES
@@ -138,7 +144,7 @@ def heldout(model, data: Path, limit: int, split: str = "test", regions: bool = 
             for a in EVAL_AUS:
                 for s in (1, -1):
                     eff = AUEditEffect(AUEditSettings(edit=f"{a}={s:+d}"), model, follow=1.0,
-                                       regions=regions, floor=floor)
+                                       regions=regions, negative=negative)
                     out = comp.composite(img, eff.jobs(img, faces, 0.0))
                     r1 = an(out)
                     if not r1["success"]:
@@ -412,6 +418,32 @@ def video_eval(model_path, tmp: Path, figure=None) -> dict:
         Path(figure).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(figure), strip, [cv2.IMWRITE_PNG_COMPRESSION, 9])
         print(f"wrote {figure}")
+    # a negative request on a smiling clip: the gate reads the face's AU12 every frame
+    src4 = VIDEOS / "mead_w009_happy_256.mp4"
+    out4 = tmp / "au12_minus.mp4"
+    _cli(["--input", str(src4), "--output", str(out4), "--au", "AU12=-1", *extra])
+    fin4, fout4 = _frames(src4), _frames(out4)
+    ai, ao, boxes = [], [], []
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        for a, bb in zip(fin4, fout4):
+            fa, fb = tr.track(a), tr.track(bb)
+            if fa and fb:
+                ai.append(est.estimate(fa[0]).intensities["AU12"])
+                ao.append(est.estimate(fb[0]).intensities["AU12"])
+                p = fa[0].landmarks
+                boxes.append((p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
+    b = np.array(boxes)
+    x0, y0 = np.floor(b[:, :2].min(0)).astype(int)
+    x1, y1 = np.ceil(b[:, 2:].max(0)).astype(int)
+    ins = np.stack([f[y0:y1, x0:x1] for f in fin4]).astype(np.float32)
+    edit = np.stack([f[y0:y1, x0:x1] for f in fout4]).astype(np.float32) - ins
+    res["au12_minus1_happy"] = dict(
+        video=src4.name, frames_in=len(fin4), frames_out=len(fout4), tracked=len(ai),
+        au12_in_median=round(float(np.median(ai)), 3),
+        au12_out_median=round(float(np.median(ao)), 3),
+        au12_lowered_share=round(float(np.mean(np.array(ao) < np.array(ai))), 3),
+        edit_change_per_frame=round(float(np.abs(np.diff(edit, axis=0)).mean()), 3),
+        input_change_per_frame=round(float(np.abs(np.diff(ins, axis=0)).mean()), 3))
     happy = REAL / "images" / "smile_pairs" / "happy1.png"
     out2 = tmp / "from_happy.mp4"
     _cli(["--input", str(src), "--output", str(out2), "--expression-from", str(happy), *extra])
@@ -462,8 +494,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--fresh", type=int, nargs="*", default=(), metavar="LIMIT",
                     help="leave out the faces the selections of these --limit values use "
                          "(e.g. --fresh 45 90: faces no earlier table saw)")
-    ap.add_argument("--no-floor", action="store_true", help="pass negative requests as "
-                    "given, not floored at the face's own intensity (held-out table)")
+    ap.add_argument("--negative", default="gate", choices=("gate", "floor", "pass"),
+                    help="the AU effect's rule for negative requests on faces that do not "
+                         "show the AU (held-out table; AUEditEffect's negative)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["cost", "heldout", "video"])
     ap.add_argument("--tmp", default="/tmp/au_edit_bench")
     ap.add_argument("--json", action="store_true", help="write benchmarks/results/au_edit.json")
@@ -492,7 +525,7 @@ def main(argv=None) -> dict:
         sheet(model, data, Path(a.sheet), faces=a.sheet_faces)
     if "heldout" not in a.skip:
         res["heldout"] = heldout(model, data, a.limit, a.split, regions=not a.no_regions,
-                                 floor=not a.no_floor, fresh=a.fresh)
+                                 negative=a.negative, fresh=a.fresh)
         res["heldout"]["split"] = a.split
         print(json.dumps(res["heldout"], indent=1), flush=True)
     if "video" not in a.skip:

@@ -80,7 +80,7 @@ def test_sliders_add_to_the_text_and_the_switch_ramps_out(hd_frame_face):
         AUEditSettings(au12=1.6)
     frame, face = hd_frame_face
     m = FakeModel()
-    eff = AUEditEffect(AUEditSettings(au12=0.6, au04=-0.4), m, follow=1.0, floor=False)
+    eff = AUEditEffect(AUEditSettings(au12=0.6, au04=-0.4), m, follow=1.0, negative="pass")
     assert eff.hud() == "au AU04=-0.40,AU12=+0.60 x1.0"
     job = eff.jobs(frame, [face], 0.0)[0]
     want = np.zeros(len(AUS))
@@ -505,23 +505,31 @@ def test_regions_keep_an_edit_off_the_rest_of_the_face(hd_frame_face):
         assert changed_near(out12, eyes) == (not regions)
 
 
-def test_negative_requests_take_away_at_most_what_the_face_shows(hd_frame_face):
-    """``floor`` (the default): the astronaut smiles (AU12, AU10 above 0) and shows no AU15, so
-    ``AU15=-1`` asks the model for nothing (no job), ``AU10=-1`` for minus her own AU10 (the
-    estimator's intensity / 5) and positive requests pass as given; ``floor=False`` passes
-    the -1 on."""
+def test_negative_requests_act_only_on_what_the_face_shows(hd_frame_face):
+    """The astronaut smiles (AU10 about 2, AU23 a trace below 1) and shows no AU15. ``gate``
+    (the default): ``AU15=-1`` asks the model for nothing (no job), ``AU10=-1`` passes as given
+    (her AU10 is above ``GATE_FULL``), ``AU23=-1`` is scaled by her AU23 / ``GATE_FULL``;
+    ``floor``: at most minus her own intensity / 5; ``pass``: the -1 as given. Positive
+    requests pass in every rule; an unknown rule is refused."""
     from warpcam.realtime.au import AUEstimator
+    from warpcam.realtime.effects.au_edit import GATE_FULL
     frame, face = hd_frame_face
     cur = AUEstimator(calibrate=True).estimate(face, 0.0).intensities
-    assert cur["AU15"] == 0.0 and cur["AU10"] > 0.5
+    assert cur["AU15"] == 0.0 and cur["AU10"] > GATE_FULL and 0.05 < cur["AU23"] < GATE_FULL
     m = FakeModel()
-    assert AUEditEffect(AUEditSettings(edit="AU15=-1"), m, follow=1.0).jobs(
-        frame, [face], 0.0) == [] and m.conds == []
-    job = AUEditEffect(AUEditSettings(edit="AU10=-1,AU15=-1,AU20=0.5"), m, follow=1.0).jobs(
-        frame, [face], 0.0)[0]
-    want = np.zeros(len(AUS))
-    want[AUS.index("AU10")], want[AUS.index("AU20")] = -cur["AU10"] / 5.0, 0.5
-    assert np.allclose(job.meta["cond"], want) and -1.0 < want[AUS.index("AU10")] < -0.1
-    job = AUEditEffect(AUEditSettings(edit="AU15=-1"), m, follow=1.0, floor=False).jobs(
-        frame, [face], 0.0)[0]
-    assert job.meta["cond"][AUS.index("AU15")] == -1.0
+    for rule in ("gate", "floor"):
+        assert AUEditEffect(AUEditSettings(edit="AU15=-1"), m, follow=1.0,
+                            negative=rule).jobs(frame, [face], 0.0) == [] and m.conds == []
+    edit = "AU10=-1,AU15=-1,AU23=-1,AU20=0.5"
+    want = {"gate": (-1.0, -cur["AU23"] / GATE_FULL, 0.0),
+            "floor": (-cur["AU10"] / 5.0, -cur["AU23"] / 5.0, 0.0),
+            "pass": (-1.0, -1.0, -1.0)}
+    for rule, (a10, a23, a15) in want.items():
+        job = AUEditEffect(AUEditSettings(edit=edit), m, follow=1.0, negative=rule).jobs(
+            frame, [face], 0.0)[0]
+        c = job.meta["cond"]
+        got = (c[AUS.index("AU10")], c[AUS.index("AU23")], c[AUS.index("AU15")])
+        assert np.allclose(got, (a10, a23, a15)), rule
+        assert c[AUS.index("AU20")] == 0.5
+    with pytest.raises(ValueError):
+        AUEditEffect(AUEditSettings(), m, negative="clip")

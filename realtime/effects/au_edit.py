@@ -20,10 +20,11 @@ Convention block:
   with the AU12 slider at 0.3 asks for 0.8; the sum of each AU is clipped to [-2, 2] (the text's
   own limit). ``strength`` scales the whole vector; ``enabled`` (the panel's switch, preview key
   ``a``) turns the edit off and on while keeping every value, and the edit ramps out (and in)
-  at ``follow`` per frame. **Floor**: a negative request removes at most what the face shows:
-  each AU's condition is at least minus the face's own intensity / 5 (the AU estimator, per
-  track), as in training, where desired AUs lie in [0, 1]; ``AU15=-1`` on a face without AU15
-  asks for nothing.
+  at ``follow`` per frame. **Negative requests** act on what the face shows (``negative``,
+  default ``"gate"``): a request to lower an AU is scaled by ``min(1, current / GATE_FULL)``,
+  ``current`` the face's own intensity (AU estimator, per track), so ``AU15=-1`` on a face
+  without AU15 asks for nothing. Training draws desired AUs in [0, 1]: the model never saw
+  such a request.
 - Face crop: the aligned face of the face datasets (eye centres and mouth centre onto the
   template, :func:`~warpcam.realtime.effects.smile_model.aligned_affine`) at the model's size
   (96 or 128 px), read through the compositor's crop service as RGB in [0, 1].
@@ -302,6 +303,12 @@ def aligned_affine(landmarks_or_points: np.ndarray, size: int) -> np.ndarray:
     return invert_affine(similarity_fit(pts, np.array(TEMPLATE) * size - 0.5))
 
 
+#: The rules for negative requests (:class:`AUEditEffect` ``negative``).
+NEGATIVE_RULES = ("gate", "floor", "pass")
+#: ``"gate"``: a negative request acts fully from this intensity of the face's own AU on (0-5
+#: scale; 1 is about FACS's trace level A), in proportion below it.
+GATE_FULL = 1.0
+
 #: FACS regions (Ekman & Friesen's FACS manual, 1978/2002: where each AU's muscle moves the
 #: skin) as groups of FaceMesh landmarks; a region is the union of the convex hulls of its
 #: groups, grown by a margin and feathered (:func:`au_region_mask`). Subject's right, then left.
@@ -397,10 +404,12 @@ class AUEditEffect(Effect):
             (:func:`au_region_mask`: brows for AU1/2/4, eyes for AU5/7/45, cheeks for AU6, nose
             for AU9, mouth and chin for AU10-AU26), so ``AU04=-1`` leaves the mouth alone;
             ``False`` applies the network's output wherever it reaches.
-        floor: a negative request takes away at most what the face shows (the condition of
-            each AU at least minus its current intensity, :meth:`target`): the model was
-            trained on desired AUs in [0, 1], so it never saw ``AU15=-1`` on a face without
-            AU15, and answers it with an unrelated move. ``False`` passes requests as given.
+        negative: what a negative request does on a face that does not show the AU (the
+            model was trained on desired AUs in [0, 1], so it never saw ``AU15=-1`` on a face
+            without AU15, and answers it with an unrelated move; :meth:`target`):
+            ``"gate"`` scales it by ``min(1, current / GATE_FULL)`` (nothing where the AU is
+            absent, the request as given from a trace of it on), ``"floor"`` asks for at most
+            minus the current intensity, ``"pass"`` passes it as given.
     """
 
     name = "au"
@@ -408,7 +417,7 @@ class AUEditEffect(Effect):
     def __init__(self, settings, model=None, model_path=None, edge_margin: float = 0.12,
                  follow: float = 0.35, tol: float = 0.4, yaw_full: float = 20.0,
                  yaw_none: float = 35.0, max_side: int = 1024, cache: bool = True,
-                 temporal: float = 0.5, regions: bool = True, floor: bool = True):
+                 temporal: float = 0.5, regions: bool = True, negative: str = "gate"):
         if not isinstance(settings, LiveSettings):
             settings = LiveSettings(settings)
         super().__init__(settings)
@@ -417,7 +426,9 @@ class AUEditEffect(Effect):
         if not 0.0 < temporal <= 1.0:
             raise ValueError(f"temporal {temporal}: must be in (0, 1]")
         self.temporal = float(temporal)
-        self.regions, self.floor = bool(regions), bool(floor)
+        if negative not in NEGATIVE_RULES:
+            raise ValueError(f"negative {negative!r}: one of {', '.join(NEGATIVE_RULES)}")
+        self.regions, self.negative = bool(regions), negative
         self.yaw_full, self.yaw_none, self.max_side = yaw_full, yaw_none, max_side
         self.cache: Optional[CropCache] = CropCache(tol=tol, max_age=10 ** 9) if cache else None
         self.tracks: Dict[int, _Track] = {}
@@ -525,8 +536,9 @@ class AUEditEffect(Effect):
     def target(self, settings: AUEditSettings, face: Face, t: float, tr: _Track) -> np.ndarray:
         """The relative condition asked for this face, in the model's units and AU order:
         ``--expression-from`` (reference minus the face's own AUs) plus the ``--au`` text and
-        sliders, times ``strength``; with ``floor``, no AU is asked to go below 0 (each entry at
-        least ``-current / au_scale``, the face's own intensity from the AU estimator)."""
+        sliders, times ``strength``; then the ``negative`` rule on the entries below 0, with
+        the face's own intensities from the AU estimator (``"gate"``: times ``min(1, current /
+        GATE_FULL)``; ``"floor"``: at least ``-current / au_scale``)."""
         names = self.model.au_names
         scale = float(getattr(self.model, "au_scale", 5.0))
         v = np.zeros(len(names), np.float64)
@@ -541,9 +553,14 @@ class AUEditEffect(Effect):
             if a in names:
                 v[names.index(a)] += x
         v *= settings.strength
-        if self.floor and np.any(v < 0):
+        if self.negative != "pass" and np.any(v < 0):
             cur = cur if cur is not None else self._current(face, t, tr)
-            v = np.maximum(v, [-cur.get(a, 0.0) / scale for a in names]) + 0.0  # no -0
+            own = np.array([cur.get(a, 0.0) for a in names])
+            if self.negative == "floor":
+                v = np.maximum(v, -own / scale)
+            else:  # gate
+                v = np.where(v < 0, v * np.minimum(1.0, own / GATE_FULL), v)
+            v = v + 0.0  # no -0
         return v
 
     @staticmethod
