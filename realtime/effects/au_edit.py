@@ -144,7 +144,7 @@ SLIDER_RANGE, SUM_LIMIT = 1.5, 2.0
 def _au_slider(au: str):
     return setting(0.0, cli=False, lo=-SLIDER_RANGE, hi=SLIDER_RANGE, step=0.05,
                    help=f"{au} {AU_DEFINITIONS[au][0]}: relative change added to --au "
-                        "(OpenFace 0-5 / 5)")
+                        "(OpenFace 0-5 / 5; below 0 it lowers only what the face shows)")
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ class AUEditSettings:
 
     effect_name = "au"
     edit: str = setting("", flag="--au", help="relative AU changes, e.g. AU12=+0.8,AU4=-0.5 "
-                        "(OpenFace 0-5 intensity / 5, so +1 is the whole scale; seed 002)")
+                        "(OpenFace 0-5 intensity / 5, so +1 is the whole scale; seed 002); a "
+                        "negative value lowers only an AU the face shows")
     expression_from: str = setting("", flag="--expression-from",
                                    help="take the expression of the face in this image (its "
                                         "AUs minus yours, from the AU estimator)")
