@@ -376,6 +376,28 @@ def _cli(args) -> float:
     return time.perf_counter() - t0
 
 
+def _au12_and_edit(fin, fout, est) -> tuple:
+    """``(AU12 of the input frames, AU12 of the output frames, input face boxes float32,
+    output - input there)``: both tracked (static), over the frames where both have a face;
+    the box is the union of the input's landmark boxes."""
+    from warpcam.realtime.tracker import FaceTracker
+    au_in, au_out, boxes = [], [], []
+    with FaceTracker(max_faces=1, static_images=True) as tr:
+        for a, b in zip(fin, fout):
+            fa, fb = tr.track(a), tr.track(b)
+            if fa and fb:
+                au_in.append(est.estimate(fa[0]).intensities["AU12"])
+                au_out.append(est.estimate(fb[0]).intensities["AU12"])
+                p = fa[0].landmarks
+                boxes.append((p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
+    b = np.array(boxes)
+    x0, y0 = np.floor(b[:, :2].min(0)).astype(int)
+    x1, y1 = np.ceil(b[:, 2:].max(0)).astype(int)
+    ins = np.stack([f[y0:y1, x0:x1] for f in fin]).astype(np.float32)
+    edit = np.stack([f[y0:y1, x0:x1] for f in fout]).astype(np.float32) - ins
+    return au_in, au_out, ins, edit
+
+
 def video_eval(model_path, tmp: Path, figure=None) -> dict:
     """The video checks (module docstring); ``figure``: a PNG of 4 frames, input above output."""
     from warpcam.realtime.au import AUEstimator
@@ -388,22 +410,8 @@ def video_eval(model_path, tmp: Path, figure=None) -> dict:
     secs = _cli(["--input", str(src), "--output", str(out), "--au", "AU12=+1", *extra])
     fin, fout = _frames(src), _frames(out)
     est = AUEstimator(calibrate=False)
-    au_in, au_out, boxes = [], [], []
-    with FaceTracker(max_faces=1, static_images=True) as tr:
-        for a, b in zip(fin, fout):
-            fa, fb = tr.track(a), tr.track(b)
-            if fa and fb:
-                au_in.append(est.estimate(fa[0]).intensities["AU12"])
-                au_out.append(est.estimate(fb[0]).intensities["AU12"])
-                p = fa[0].landmarks
-                boxes.append((p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
+    au_in, au_out, ins, edit = _au12_and_edit(fin, fout, est)
     d = np.array(au_out) - np.array(au_in)
-    b = np.array(boxes)
-    x0, y0 = np.floor(b[:, :2].min(0)).astype(int)
-    x1, y1 = np.ceil(b[:, 2:].max(0)).astype(int)
-    ins = np.stack([f[y0:y1, x0:x1] for f in fin]).astype(np.float32)
-    outs = np.stack([f[y0:y1, x0:x1] for f in fout]).astype(np.float32)
-    edit = outs - ins
     res["au12_plus1"] = dict(
         frames_in=len(fin), frames_out=len(fout), seconds=round(secs, 1), tracked=len(d),
         au12_in_median=round(float(np.median(au_in)), 3),
@@ -423,20 +431,7 @@ def video_eval(model_path, tmp: Path, figure=None) -> dict:
     out4 = tmp / "au12_minus.mp4"
     _cli(["--input", str(src4), "--output", str(out4), "--au", "AU12=-1", *extra])
     fin4, fout4 = _frames(src4), _frames(out4)
-    ai, ao, boxes = [], [], []
-    with FaceTracker(max_faces=1, static_images=True) as tr:
-        for a, bb in zip(fin4, fout4):
-            fa, fb = tr.track(a), tr.track(bb)
-            if fa and fb:
-                ai.append(est.estimate(fa[0]).intensities["AU12"])
-                ao.append(est.estimate(fb[0]).intensities["AU12"])
-                p = fa[0].landmarks
-                boxes.append((p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
-    b = np.array(boxes)
-    x0, y0 = np.floor(b[:, :2].min(0)).astype(int)
-    x1, y1 = np.ceil(b[:, 2:].max(0)).astype(int)
-    ins = np.stack([f[y0:y1, x0:x1] for f in fin4]).astype(np.float32)
-    edit = np.stack([f[y0:y1, x0:x1] for f in fout4]).astype(np.float32) - ins
+    ai, ao, ins, edit = _au12_and_edit(fin4, fout4, est)
     res["au12_minus1_happy"] = dict(
         video=src4.name, frames_in=len(fin4), frames_out=len(fout4), tracked=len(ai),
         au12_in_median=round(float(np.median(ai)), 3),
