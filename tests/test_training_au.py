@@ -205,6 +205,16 @@ def test_data_sampling(tmp_path):
     assert float(desired[j[:, 0], j[:, 1]].min()) >= 0  # the moved AU stays on the scale
     assert float(desired[j[:, 0], j[:, 1]].max()) <= 1
     assert float(rel.abs().max()) <= 1.0 + 1e-6 and float(rel.abs().max()) > 0.1
+    # --lower-present 1: every moved AU is one the face shows (>= PRESENT), moved down
+    from warpcam.training.au.data import PRESENT
+    low = AUFaces(data.root, "train", SIZE, single_au=1.0, lower_present=1.0)
+    x, real, desired, rel = low.batch(torch.arange(10), torch.Generator().manual_seed(2))
+    j = torch.nonzero(rel)
+    assert len(j) >= 8 and (rel != 0).sum(1).max() == 1
+    assert bool((rel[j[:, 0], j[:, 1]] < 0).all())
+    assert bool((real[j[:, 0], j[:, 1]] >= PRESENT).all())
+    assert {M.AU_NAMES[k] for k in j[:, 1].tolist()} <= set(SINGLE_AUS)
+    assert float(desired[j[:, 0], j[:, 1]].min()) >= 0
 
 
 def test_resume_is_exact_and_export_round_trips(tmp_path):

@@ -18,6 +18,13 @@ condition is instead its own AUs with **one** AU (uniform over :data:`SINGLE_AUS
 U(-1, 1) on the 0-1 scale and clipped to [0, 1]. Another face's AUs differ mostly in AU12
 (smiles dominate the photo sets), so the seed's sampling rarely asks for a brow, lid or
 lip-stretch change alone, which is what the single-AU evaluation and sheet ask for.
+
+``lower_present`` (beyond the seed, ``--lower-present Q``): of those single-AU samples, a share
+``Q`` moves an AU **the face shows** (at least :data:`PRESENT` on the 0-1 scale, 1 intensity
+point) **down** by U(0, 1), clipped at 0. Faces rarely show AU4 or AU7 strongly, so the uniform
+choice almost never asks to take a visible brow lowerer or lid tightener away, and the model
+learns to lower them only weakly (the live effect lowers only AUs the face shows: its
+``negative="gate"``). A face that shows none of :data:`SINGLE_AUS` keeps the uniform choice.
 """
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ EST_COLUMNS = tuple(f"est_{a}_r" for a in AU_NAMES)
 #: AUs ``single_au`` sampling moves one at a time (the issue's single-AU set, plus AU1/2/6/25/26).
 SINGLE_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU12", "AU15", "AU20", "AU25",
               "AU26")
+#: ``lower_present``: an AU counts as shown from this value on the 0-1 scale (1 point of 0-5).
+PRESENT = 0.2
 
 
 def read_face(root: Path, row: dict, size: int) -> np.ndarray:
@@ -62,10 +71,11 @@ class AUFaces:
 
     def __init__(self, root, split: Optional[str] = "train", size: int = 128,
                  sets: Optional[Sequence[str]] = DEFAULT_SETS, limit: Optional[int] = None,
-                 single_au: float = 0.0, geometry: bool = False):
+                 single_au: float = 0.0, geometry: bool = False, lower_present: float = 0.0):
         self.root = Path(root)
         self.size = size
         self.single_au = float(single_au)
+        self.lower_present = float(lower_present)
         rows = [r for r in read_index(self.root)
                 if r.get("found") == "1" and r.get("face_128")
                 and (split is None or r.get("split") == split)
@@ -138,6 +148,13 @@ class AUFaces:
             cols = torch.tensor([AU_NAMES.index(a) for a in SINGLE_AUS])
             k = cols[torch.randint(0, len(cols), (b,), generator=g)]
             step = torch.rand(b, generator=g) * 2.0 - 1.0
+            if self.lower_present > 0:
+                shown = real[:, cols] >= PRESENT                      # (b, len(cols))
+                lower = (torch.rand(b, generator=g) < self.lower_present) & shown.any(1)
+                # one of the shown AUs, uniformly (random scores, the shown ones first)
+                pick = torch.argmax(shown.float() + torch.rand(shown.shape, generator=g) * 0.5, 1)
+                k = torch.where(lower, cols[pick], k)
+                step = torch.where(lower, -torch.rand(b, generator=g), step)
             own = real.clone()
             rows = torch.arange(b)
             own[rows, k] = (own[rows, k] + step).clamp(0.0, 1.0)

@@ -193,7 +193,8 @@ def main(args) -> dict:
     if args.geo_weight and not args.flow:
         raise SystemExit("--geo-weight needs --flow (the landmark term moves the flow's points)")
     train = AUFaces(args.data, "train", args.size, sets=args.sets, limit=args.limit,
-                    single_au=args.single_au, geometry=use_geo)
+                    single_au=args.single_au, geometry=use_geo,
+                    lower_present=args.lower_present)
     val = AUFaces(args.data, "val", args.size, sets=args.sets, limit=64, geometry=use_geo) \
         if not args.no_val else None
     net = AUGAN(cfg).to(info.device)
@@ -389,6 +390,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-au", type=float, default=0.0, metavar="P",
                    help="share of faces whose target moves one AU alone (beyond the seed; "
                         "training/au/data.py)")
+    p.add_argument("--lower-present", type=float, default=0.0, metavar="Q",
+                   help="of the --single-au targets, the share that lowers an AU the face "
+                        "shows (beyond the seed; training/au/data.py)")
     p.add_argument("--init", default=None,
                    help="start from this checkpoint's weights (a new run: fresh optimisers, "
                         "step 0; --resume continues the same run)")
