@@ -43,6 +43,8 @@ import cv2
 import numpy as np
 import torch
 
+from warpcam.realtime.effects.au_edit import NEGATIVE_RULES
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / ".." / "shared" / "data" / "real"
 VIDEOS = REAL / "videos"
@@ -377,9 +379,10 @@ def _cli(args) -> float:
 
 
 def _au12_and_edit(fin, fout, est) -> tuple:
-    """``(AU12 of the input frames, AU12 of the output frames, input face boxes float32,
-    output - input there)``: both tracked (static), over the frames where both have a face;
-    the box is the union of the input's landmark boxes."""
+    """``(AU12 per input frame, AU12 per output frame, ins, edit)`` over the frames where both
+    have a face (static tracking): ``ins`` the input frames cut to the face box, ``(T, h, w, 3)``
+    float32 BGR, and ``edit`` output minus input there; the box is the union of the input's
+    landmark boxes (frame pixels)."""
     from warpcam.realtime.tracker import FaceTracker
     au_in, au_out, boxes = [], [], []
     with FaceTracker(max_faces=1, static_images=True) as tr:
@@ -489,7 +492,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fresh", type=int, nargs="*", default=(), metavar="LIMIT",
                     help="leave out the faces the selections of these --limit values use "
                          "(e.g. --fresh 45 90: faces no earlier table saw)")
-    ap.add_argument("--negative", default="gate", choices=("gate", "floor", "pass"),
+    ap.add_argument("--negative", default="gate", choices=NEGATIVE_RULES,
                     help="the AU effect's rule for negative requests on faces that do not "
                          "show the AU (held-out table; AUEditEffect's negative)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["cost", "heldout", "video"])

@@ -585,7 +585,7 @@ class AUEditEffect(Effect):
             return []
         model = self._ensure_model()
         size = model.size
-        seen, todo, out, have, faces_by_id = set(), [], [], {}, {}
+        seen, todo, out, have = set(), [], [], {}
         for face in faces:
             key = face.track_id
             seen.add(key)
@@ -619,8 +619,7 @@ class AUEditEffect(Effect):
                 todo.append((key, A, tr.cond.astype(np.float32), sig))
             else:
                 have[key] = fields
-            out.append((key, A, fade))
-            faces_by_id[key] = face
+            out.append((key, A, fade, face))
         for k in [k for k in self.tracks if k not in seen]:
             del self.tracks[k]
         if crops is None:
@@ -634,7 +633,7 @@ class AUEditEffect(Effect):
                 if self.cache is not None:
                     self.cache.put(key, sig, have[key])
         jobs = []
-        for key, A, fade in out:
+        for key, A, fade, face in out:
             fields, tr = have[key], self.tracks[key]
             if (self.temporal < 1.0 and tr.fields is not None
                     and len(tr.fields) == len(fields)):
@@ -643,15 +642,15 @@ class AUEditEffect(Effect):
             tr.fields = fields
             att, res = fields[:2]
             flow = flow_deadzone(fields[2]) if len(fields) > 2 else None
-            win = self._window(size)
+            window = self._window(size)  # crop space (the region's too)
             if self.regions:
-                region = self._region(faces_by_id[key], A, tr.cond, size)
-                win = win * region
+                region = self._region(face, A, tr.cond, size)
+                window = window * region
                 if flow is not None:
                     flow = flow * region[..., None]
             scale = float(np.sqrt(abs(np.linalg.det(np.asarray(A, np.float64)[:, :2]))))
             box = self._box(A, size, frame.shape,
-                            self._support(att, res, size, fade, flow, scale, win))
+                            self._support(att, res, size, fade, flow, scale, window))
             if box is None:
                 continue
             x0, y0, w, h = box
@@ -661,7 +660,7 @@ class AUEditEffect(Effect):
             flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
             # mask, window and flow in one resampling (2 or 4 channels; outside the crop the
             # mask keeps the frame and the rest is 0)
-            stack = np.dstack([att, win] + ([flow] if flow is not None else []))
+            stack = np.dstack([att, window] + ([flow] if flow is not None else []))
             fb = cv2.warpAffine(stack, M, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT,
                                 borderValue=(1.0, 0.0, 0.0, 0.0))
             keep, win = fb[..., 0], fb[..., 1]
